@@ -1,0 +1,3 @@
+from mcp_broker.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Command line: ``mcp-broker [serve]`` runs the stdio MCP server; ``mcp-broker demo`` shows agents talking.
+
+Logging goes to stderr before anything else happens: stdout belongs to JSON-RPC alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from . import __version__, config
+from .errors import BrokerError
+
+
+def _setup_logging(level: str) -> None:
+    import fastmcp  # configures its own rich handler on import; route it through ours instead
+
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        force=True,
+    )
+    fastmcp_logger = logging.getLogger(fastmcp.__name__)
+    for handler in fastmcp_logger.handlers[:]:
+        fastmcp_logger.removeHandler(handler)
+    fastmcp_logger.propagate = True
+    fastmcp_logger.setLevel(logging.NOTSET)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcp-broker",
+        description="A message broker for AI agents that speak MCP. Every setting also reads MCP_BROKER_<NAME>.",
+    )
+    parser.add_argument("--version", action="version", version=f"mcp-broker {__version__}")
+    config.add_arguments(parser)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="serve MCP over stdio (the default)")
+    demo = sub.add_parser("demo", help="spawn broker processes as three agents and print their conversation")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's database instead of deleting it")
+    return parser
+
+
+async def _serve(settings: config.Settings) -> None:
+    from .broker import Broker
+    from .server import build_server
+    from .transport import serve_stdio
+
+    async with Broker.running(settings) as broker, anyio.create_task_group() as tg:
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    logging.getLogger(__name__).info("signal %s: shutting down", signum)
+                    tg.cancel_scope.cancel()
+
+        async def serve() -> None:
+            logging.getLogger(__name__).info("mcp-broker %s serving %s", __version__, settings.db)
+            await serve_stdio(build_server(broker))
+            tg.cancel_scope.cancel()  # stdin closed: a clean exit
+
+        tg.start_soon(stop_on_signal)
+        tg.start_soon(serve)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    _setup_logging("INFO")
+    args = _parser().parse_args(argv)
+    try:
+        settings = config.load(args)
+    except ValueError as exc:
+        logging.getLogger(__name__).error("bad configuration: %s", exc)
+        sys.exit(2)
+    _setup_logging(settings.log_level)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        sys.exit(anyio.run(run_demo, settings, args.keep))
+    try:
+        anyio.run(_serve, settings)
+    except* BrokerError as group:  # e.g. the database cannot be opened: say so, exit non-zero
+        for exc in group.exceptions:
+            logging.getLogger(__name__).error("%s", exc)
+        sys.exit(1)

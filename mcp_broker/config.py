@@ -1,0 +1,106 @@
+"""One settings object, filled from command-line flags and ``MCP_BROKER_*`` environment variables.
+
+Every setting has a flag ``--some-name`` and a variable ``MCP_BROKER_SOME_NAME``; a flag wins over the
+variable, the variable over the default. The README's configuration table is checked against ``FIELDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+
+Durability = Literal["normal", "full"]
+
+
+def default_db_path() -> Path:
+    """The per-user data directory, e.g. ``~/.local/share/mcp-broker/broker.db`` on Linux."""
+    return Path(platformdirs.user_data_dir("mcp-broker", appauthor=False)) / "broker.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: Path = dataclasses.field(default_factory=default_db_path)
+    durability: Durability = "normal"
+    stale_after: float = 30.0
+    expire_after: float = 600.0
+    heartbeat_interval: float = 5.0
+    max_attempts: int = 5
+    max_inbox: int = 1000
+    max_payload_bytes: int = 256 * 1024
+    max_schema_bytes: int = 64 * 1024
+    max_depth: int = 64
+    retention_days: float = 7.0
+    log_level: str = "INFO"
+
+
+# name -> (type, help). The order is the README's order.
+FIELDS: dict[str, tuple[type, str]] = {
+    "db": (Path, "path of the shared SQLite database file"),
+    "durability": (str, "normal (survives any process crash) or full (also survives power loss; slower)"),
+    "stale_after": (float, "seconds without heartbeat before a session shows as stale"),
+    "expire_after": (float, "seconds without heartbeat before a session counts as disconnected"),
+    "heartbeat_interval": (float, "seconds between a process's heartbeats for its own session"),
+    "max_attempts": (int, "leases without an ack before a message is dead-lettered"),
+    "max_inbox": (int, "waiting messages per inbox before send is refused with INBOX_FULL"),
+    "max_payload_bytes": (int, "largest payload, serialized as JSON"),
+    "max_schema_bytes": (int, "largest protocol schema, serialized as JSON"),
+    "max_depth": (int, "deepest JSON nesting accepted in payloads and schemas"),
+    "retention_days": (float, "days to keep acked messages and long-disconnected sessions"),
+    "log_level": (str, "stderr log level: DEBUG, INFO, WARNING, ERROR"),
+}
+
+
+def env_name(field: str) -> str:
+    return "MCP_BROKER_" + field.upper()
+
+
+def _convert(field: str, raw: Any) -> Any:
+    kind = FIELDS[field][0]
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{field}: {raw!r} is not a valid {kind.__name__}") from exc
+    if field == "durability" and value not in ("normal", "full"):
+        raise ValueError("durability must be 'normal' or 'full'")
+    if kind in (int, float) and value <= 0:
+        raise ValueError(f"{field} must be positive, got {raw!r}")
+    if field == "log_level":
+        value = str(value).upper()
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per setting; defaults stay None so the environment can fill them."""
+    for field, (_, help_text) in FIELDS.items():
+        parser.add_argument(
+            "--" + field.replace("_", "-"), dest=field, default=None, help=f"{help_text} [{env_name(field)}]"
+        )
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, then ``MCP_BROKER_*`` variables, then defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in FIELDS:
+        raw = getattr(args, field, None) if args is not None else None
+        if raw is None:
+            raw = environ.get(env_name(field)) or None
+        if raw is not None:
+            values[field] = _convert(field, raw)
+    if "db" in values:
+        values["db"] = Path(values["db"]).expanduser()
+    return Settings(**values)
+
+
+def parse(argv: Sequence[str]) -> Settings:
+    """Convenience for tests: settings from a flag list alone."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return load(parser.parse_args(list(argv)), environ={})

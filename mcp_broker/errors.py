@@ -1,0 +1,143 @@
+"""Every refusal the broker can give, one class per stable error code.
+
+A tool answer that fails starts with the code in capitals, then says what to do:
+``UNKNOWN_PROTOCOL: no protocol 'chat' 1.4.0; registered versions: 1.0.0, 2.0.0``.
+The codes are part of the public contract and listed in the README.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BrokerError(Exception):
+    """Base of all domain errors; ``code`` is the stable prefix a client can match on."""
+
+    code: ClassVar[str] = "BROKER_ERROR"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InvalidArgument(BrokerError):
+    """A parameter is malformed, out of range, or of the wrong type."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class InvalidVersion(BrokerError):
+    """A version is not MAJOR.MINOR.PATCH, or a version range cannot be parsed."""
+
+    code = "INVALID_VERSION"
+
+
+class InvalidSchema(BrokerError):
+    """A protocol's JSON Schema does not pass its meta-schema, or names an unsupported draft."""
+
+    code = "INVALID_SCHEMA"
+
+
+class TooLarge(BrokerError):
+    """A payload, schema or argument exceeds a configured size or nesting limit."""
+
+    code = "TOO_LARGE"
+
+
+class ProtocolConflict(BrokerError):
+    """A different definition is already registered under this (name, version); bump the version."""
+
+    code = "PROTOCOL_CONFLICT"
+
+
+class UnknownProtocol(BrokerError):
+    """No protocol with this name, or not at this version."""
+
+    code = "UNKNOWN_PROTOCOL"
+
+
+class CapabilityNotSupported(BrokerError):
+    """The protocol does not declare the capability the call needs (e.g. ``broadcast``)."""
+
+    code = "CAPABILITY_NOT_SUPPORTED"
+
+
+class NotConnected(BrokerError):
+    """This process has no session yet; call ``connect`` first."""
+
+    code = "NOT_CONNECTED"
+
+
+class AlreadyConnected(BrokerError):
+    """This process is already bound to a session under another name; ``disconnect`` first."""
+
+    code = "ALREADY_CONNECTED"
+
+
+class NameTaken(BrokerError):
+    """A live session held by another process already uses this name."""
+
+    code = "NAME_TAKEN"
+
+
+class UnknownSession(BrokerError):
+    """No session with this name or id."""
+
+    code = "UNKNOWN_SESSION"
+
+
+class NotAccepted(BrokerError):
+    """The recipient does not speak this protocol, or not at this version."""
+
+    code = "NOT_ACCEPTED"
+
+
+class NoCommonVersion(BrokerError):
+    """No registered version of the protocol is accepted by both sides."""
+
+    code = "NO_COMMON_VERSION"
+
+
+class PayloadInvalid(BrokerError):
+    """The payload does not match the protocol version's schema."""
+
+    code = "PAYLOAD_INVALID"
+
+
+class InboxFull(BrokerError):
+    """The recipient already has the configured maximum of waiting messages."""
+
+    code = "INBOX_FULL"
+
+
+class UnknownMessage(BrokerError):
+    """No message with this id in this session's inbox (or sent by this session)."""
+
+    code = "UNKNOWN_MESSAGE"
+
+
+class InvalidCursor(BrokerError):
+    """A pagination cursor was not issued by this broker or is corrupt."""
+
+    code = "INVALID_CURSOR"
+
+
+class StoreBusy(BrokerError):
+    """The database stayed locked by other writers past the retry budget; retry shortly."""
+
+    code = "STORE_BUSY"
+
+
+class StoreUnavailable(BrokerError):
+    """The database cannot be opened or written (read-only, corrupt, disk full)."""
+
+    code = "STORE_UNAVAILABLE"
+
+
+def all_error_classes() -> list[type[BrokerError]]:
+    """Every concrete error class, for the README check and the tool layer."""
+    return [cls for cls in BrokerError.__subclasses__()]

@@ -1,0 +1,225 @@
+"""The broker's values and tool results: immutable pydantic models and status enums.
+
+Rows become values through ``from_row`` in the store; tools return these models as they are,
+so their JSON Schemas are the tools' output schemas.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Capability(StrEnum):
+    point_to_point = "point_to_point"
+    broadcast = "broadcast"
+    request_response = "request_response"
+    streaming = "streaming"
+
+
+class Priority(StrEnum):
+    low = "low"
+    normal = "normal"
+    high = "high"
+
+    @property
+    def rank(self) -> int:
+        return {"low": 0, "normal": 1, "high": 2}[self.value]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        return (cls.low, cls.normal, cls.high)[rank]
+
+
+class SessionStatus(StrEnum):
+    active = "active"
+    stale = "stale"
+    disconnected = "disconnected"
+
+
+class DeliveryState(StrEnum):
+    queued = "queued"
+    leased = "leased"
+    acked = "acked"
+    dead_lettered = "dead_lettered"
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC with milliseconds, the one timestamp format users see."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(frozen=True, serialize_by_alias=True, validate_by_name=True, validate_by_alias=True)
+
+
+# --- protocols ---------------------------------------------------------------------------------
+
+
+class ProtocolMetadata(Value):
+    description: str | None = Field(default=None, max_length=2000)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    owner: str | None = Field(default=None, max_length=200)
+
+
+class ProtocolInfo(Value):
+    name: str
+    version: str
+    json_schema: dict[str, Any] = Field(alias="schema")
+    capabilities: list[Capability]
+    metadata: ProtocolMetadata
+    registered_at: str | None = None
+
+
+class RegisterResult(Value):
+    name: str
+    version: str
+    status: str = Field(description="`registered`, or `unchanged` when this exact definition was already there")
+    message: str
+
+
+class DiscoverResult(Value):
+    protocols: list[ProtocolInfo]
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null at the end")
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+class ProtocolSpec(Value):
+    """One protocol a session speaks, with the versions it accepts."""
+
+    name: str
+    versions: str = "*"
+
+
+class SessionInfo(Value):
+    session_id: str
+    name: str
+    status: SessionStatus
+    protocols: list[ProtocolSpec]
+    features: list[str]
+    metadata: dict[str, Any]
+    connected_at: str | None
+    last_seen: str | None
+    queue_depth: int = Field(description="messages waiting or leased in this session's inbox")
+    process_alive: bool | None = Field(
+        default=None, description="whether the session's process still runs (null when on another host)"
+    )
+
+
+class ConnectResult(Value):
+    session_id: str
+    name: str
+    resumed: bool = Field(description="true when an earlier session of this name was taken over with its inbox")
+    queue_depth: int
+    message: str
+
+
+class ListSessionsResult(Value):
+    sessions: list[SessionInfo]
+
+
+class DisconnectResult(Value):
+    session_id: str
+    name: str
+    queue_depth: int
+    message: str
+
+
+# --- negotiation -------------------------------------------------------------------------------
+
+
+class Unsupported(Value):
+    protocol: str
+    side: str = Field(description="`mine` when only this session speaks it, `theirs` when only the peer does")
+
+
+class FeatureComparison(Value):
+    common: list[str]
+    only_mine: list[str]
+    only_theirs: list[str]
+
+
+class NegotiateResult(Value):
+    peer: str
+    peer_id: str
+    compatible: bool
+    agreed: dict[str, str] = Field(description="protocol -> the highest registered version both sides accept")
+    unsupported: list[Unsupported]
+    features: FeatureComparison
+    reasons: list[str]
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+
+class SendResult(Value):
+    message_id: str
+    status: str = Field(description="`delivered` (recipient active) or `queued` (stale or offline)")
+    recipient: str
+    recipient_id: str
+    protocol: str
+    version: str
+    created_at: str
+    expires_at: str | None = None
+    duplicate: bool = Field(default=False, description="true when an earlier send with this idempotency_key answered")
+
+
+class BroadcastRecipient(Value):
+    name: str
+    session_id: str
+    status: str
+
+
+class Skipped(Value):
+    name: str
+    session_id: str
+    reason: str
+
+
+class BroadcastResult(Value):
+    message_id: str
+    protocol: str
+    version: str
+    recipient_count: int
+    recipients: list[BroadcastRecipient]
+    skipped: list[Skipped]
+    created_at: str
+    expires_at: str | None = None
+
+
+class ReceivedMessage(Value):
+    message_id: str
+    sender: str
+    sender_id: str
+    protocol: str
+    version: str
+    payload: Any
+    created_at: str
+    priority: Priority
+    delivery_attempt: int = Field(description="1 the first time; higher when redelivered after a lease ran out")
+    lease_expires_at: str
+    broadcast: bool
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expires_at: str | None = None
+
+
+class ReceiveResult(Value):
+    messages: list[ReceivedMessage]
+
+
+class AckOutcome(Value):
+    message_id: str
+    status: str = Field(description="`acked`, `already_acked`, `not_received` or `dead_lettered`")
+
+
+class AckResult(Value):
+    acked: int
+    results: list[AckOutcome]

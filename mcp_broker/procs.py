@@ -1,0 +1,48 @@
+"""Who this process is, and whether another broker process on this machine still runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is told apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses; fields after its last ')' are fixed.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def is_alive(pid: int, start: str | None) -> bool:
+    """True if ``pid`` runs and, where the start time is known, is the same process that recorded it."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if start is not None:
+        now_start = process_start(pid)
+        if now_start is not None and now_start != start:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Identity:
+    host: str
+    pid: int
+    start: str | None
+
+    @classmethod
+    def current(cls) -> Identity:
+        pid = os.getpid()
+        return cls(host=socket.gethostname(), pid=pid, start=process_start(pid))

@@ -1,0 +1,398 @@
+"""JSON Schema checks: size and depth limits, schema registration, bounded payload validation.
+
+Everything here assumes hostile input: a schema or payload may be huge, nested 10,000 deep,
+reference the network, or carry a regular expression that backtracks for hours. Each of those
+is refused with a stable error instead of stalling or crashing the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import threading
+import time
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import jsonschema
+import referencing.jsonschema
+import regex
+from jsonschema import ValidationError, _keywords, _legacy_keywords, _utils, validators
+from jsonschema.protocols import Validator
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+
+from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Configurable bounds on what a schema or payload may cost the broker."""
+
+    max_payload_bytes: int = 262144  # serialized canonical JSON, UTF-8
+    max_schema_bytes: int = 65536
+    max_depth: int = 64  # nesting of objects and arrays
+    max_validation_errors: int = 10  # errors reported per refused payload
+    regex_timeout: float = 0.1  # seconds one `pattern` search may take
+    regex_budget: float = 1.0  # seconds all searches of one payload validation may take together
+
+
+MESSAGE_CHARS = 200  # a validation message quotes the instance, which may be 256 KiB
+
+
+def canonical_json(value: Any) -> str:
+    """Serialize ``value`` deterministically (sorted keys, no spaces, UTF-8 text); refuse non-JSON."""
+    # json.dumps silently turns int/float/bool/None keys into strings; that is not the value we were given.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                raise InvalidArgument("JSON object keys must be strings")
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # a lone surrogate ("\ud800") parses but cannot be stored as text
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"not a JSON value: {exc}") from None
+    return text
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of objects/arrays (a scalar is 0); stops as soon as it exceeds ``limit``."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def check_json_value(value: Any, *, what: str, max_bytes: int, max_depth: int) -> str:
+    """Check depth then size of ``value``; return its canonical JSON text."""
+    # Depth first and without recursion: json.dumps itself would blow the stack on hostile nesting.
+    if json_depth(value, max_depth) > max_depth:
+        raise TooLarge(f"{what} nesting depth exceeds {max_depth}; flatten the structure", limit=max_depth)
+    text = canonical_json(value)
+    size = len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise TooLarge(
+            f"{what} is {size} bytes serialized; the limit is {max_bytes}", size=size, limit=max_bytes
+        )
+    return text
+
+
+def json_pointer(path: Any) -> str:
+    """Render a path (keys and indexes) as a JSON Pointer; the root is ``/``."""
+    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def _short(message: str) -> str:
+    return message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 1] + "…"
+
+
+# --- bounded regular expressions ---------------------------------------------------------------
+
+
+class _PatternTooSlow(Exception):
+    """Raised, not yielded: inside `not` or `anyOf` a yielded error could turn into an acceptance."""
+
+
+# (seconds per search, time.monotonic() deadline of the whole validation): many searches that each
+# stay just under the per-search timeout must not add up to minutes.
+_BUDGET: ContextVar[tuple[float, float] | None] = ContextVar("mcp_broker_regex_budget", default=None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
+
+
+def _search(pattern: str, text: str) -> bool:
+    """``regex.search`` bounded by the current validation's budget (the stdlib ``re`` cannot time out)."""
+    per_search, deadline = _BUDGET.get() or (Limits.regex_timeout, time.monotonic() + Limits.regex_budget)
+    timeout = max(0.0, min(per_search, deadline - time.monotonic()))
+    try:
+        return _compiled(pattern).search(text, timeout=timeout) is not None
+    except TimeoutError:
+        raise _PatternTooSlow(pattern) from None
+
+
+def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _search(patrn, instance):
+        yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+
+def _pattern_properties(
+    validator: Any, patterns: Any, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for patrn, subschema in patterns.items():
+        for key, value in instance.items():
+            if _search(patrn, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+
+def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    # jsonschema compares unsortable items (objects) pairwise: minutes for a 256 KiB array of objects.
+    if not (unique and validator.is_type(instance, "array")):
+        return
+    seen: dict[Any, int] = {}
+    for index, item in enumerate(instance):
+        first = seen.setdefault(_hashable(item), index)
+        if first != index:
+            yield ValidationError(f"array has non-unique elements (items {first} and {index} are equal)")
+            return
+
+
+def _hashable(value: Any) -> Any:
+    """A hashable stand-in equal exactly when JSON Schema calls two values equal (1 == 1.0, true != 1)."""
+    if isinstance(value, bool) or value is None:
+        return ("const", value)
+    if isinstance(value, dict):
+        return ("object", frozenset((key, _hashable(item)) for key, item in value.items()))
+    if isinstance(value, list | tuple):
+        return ("array", tuple(_hashable(item) for item in value))
+    return ("scalar", value)
+
+
+def _with_bounded_re(func: Callable[..., Any], **helpers: Any) -> Callable[..., Any]:
+    """Copy a jsonschema function so that its global ``re`` (and the named helpers) are ours.
+
+    additionalProperties and unevaluatedProperties match patternProperties deep inside private
+    helpers; copying them with other globals keeps jsonschema's exact logic without forking it.
+    """
+    original: types.FunctionType = func  # type: ignore[assignment]
+    namespace = {**original.__globals__, "re": types.SimpleNamespace(search=_search), **helpers}
+    clone = types.FunctionType(original.__code__, namespace, original.__name__, original.__defaults__)
+    namespace[original.__name__] = clone  # the helpers recurse through their own global name
+    return clone
+
+
+_REPLACED: dict[Callable[..., Any], Callable[..., Any]] = {
+    _keywords.pattern: _pattern,
+    _keywords.patternProperties: _pattern_properties,
+    _keywords.uniqueItems: _unique_items,
+    _keywords.additionalProperties: _with_bounded_re(
+        _keywords.additionalProperties,
+        find_additional_properties=_with_bounded_re(_utils.find_additional_properties),
+    ),
+    _keywords.unevaluatedProperties: _with_bounded_re(
+        _keywords.unevaluatedProperties,
+        find_evaluated_property_keys_by_schema=_with_bounded_re(
+            _utils.find_evaluated_property_keys_by_schema
+        ),
+    ),
+    _legacy_keywords.unevaluatedProperties_draft2019: _with_bounded_re(
+        _legacy_keywords.unevaluatedProperties_draft2019,
+        find_evaluated_property_keys_by_schema=_with_bounded_re(
+            _legacy_keywords.find_evaluated_property_keys_by_schema
+        ),
+    ),
+}
+
+
+@functools.cache
+def _bounded(draft: Any) -> Any:
+    """The draft's validator class with every regex-matching or quadratic keyword bounded."""
+    replaced = {name: _REPLACED[fn] for name, fn in draft.VALIDATORS.items() if fn in _REPLACED}
+    return validators.extend(draft, replaced)
+
+
+# --- schemas -----------------------------------------------------------------------------------
+
+_DRAFTS: dict[str, tuple[str, Any]] = {  # $schema without scheme and "#" (http/https both seen in the wild)
+    "json-schema.org/draft/2020-12/schema": ("2020-12", jsonschema.Draft202012Validator),
+    "json-schema.org/draft/2019-09/schema": ("2019-09", jsonschema.Draft201909Validator),
+    "json-schema.org/draft-07/schema": ("draft-07", jsonschema.Draft7Validator),
+    "json-schema.org/draft-06/schema": ("draft-06", jsonschema.Draft6Validator),
+    "json-schema.org/draft-04/schema": ("draft-04", jsonschema.Draft4Validator),
+}
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})  # values, not subschemas
+_REMOTE = "only local $ref (#/...) are supported; the broker never fetches"
+_NO_FETCH = Registry()  # explicit, so jsonschema never falls back to its remote-retrieving registry
+
+
+def _draft_for(schema: dict[str, Any]) -> tuple[str, Any]:
+    """(name, validator class) named by ``$schema``; Draft 2020-12 when absent."""
+    uri = schema.get("$schema")
+    if uri is None:
+        return _DRAFTS["json-schema.org/draft/2020-12/schema"]
+    key = uri.removeprefix("https://").removeprefix("http://").rstrip("#") if isinstance(uri, str) else ""
+    if key not in _DRAFTS:
+        supported = ", ".join(cls.ID_OF(cls.META_SCHEMA) for _, cls in _DRAFTS.values())
+        raise InvalidSchema(f"unsupported $schema {uri!r}; supported drafts: {supported}")
+    return _DRAFTS[key]
+
+
+def _refuse(message: str, path: tuple[Any, ...]) -> InvalidSchema:
+    return InvalidSchema(f"at {json_pointer(path)}: {message}", path=json_pointer(path))
+
+
+def _check_refs_and_patterns(schema: dict[str, Any], draft: Any) -> None:
+    """Refuse references that lead outside this document (or nowhere) and uncompilable patterns.
+
+    A reference to a resource embedded in the document under its own ``$id`` is local too.
+    """
+    spec = referencing.jsonschema.specification_with(draft.ID_OF(draft.META_SCHEMA))
+    root = spec.create_resource(schema)
+    registry = _NO_FETCH.with_resource(root.id() or "", root).crawl()
+    stack: list[tuple[Any, tuple[Any, ...], Any]] = [(schema, (), registry.resolver(root.id() or ""))]
+    while stack:  # iterative: depth is bounded already, but no walk here should depend on that
+        node, path, resolver = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, (*path, index), resolver) for index, item in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        if path and ("$id" in node or "id" in node):
+            # A nested $id moves the base "#/..." resolves against; an error means "id" was a property name.
+            with contextlib.suppress(AttributeError, TypeError):
+                resolver = resolver.in_subresource(spec.create_resource(node))
+        for keyword in ("$ref", "$dynamicRef", "$recursiveRef"):
+            ref = node.get(keyword)
+            if not isinstance(ref, str):
+                continue
+            try:  # nothing is ever retrieved: _NO_FETCH holds only this document's resources
+                resolver.lookup(ref)
+            except Unresolvable:
+                why = "points to nothing in this schema" if ref.startswith("#") else _REMOTE
+                raise _refuse(f"{keyword} {ref!r}: {why}", (*path, keyword)) from None
+        patterns: list[tuple[tuple[str, ...], str]] = []
+        if isinstance(node.get("pattern"), str):
+            patterns.append((("pattern",), node["pattern"]))
+        if isinstance(node.get("patternProperties"), dict):
+            patterns += [(("patternProperties", key), key) for key in node["patternProperties"]]
+        for where, patrn in patterns:
+            try:
+                _compiled(patrn)
+            except regex.error as exc:
+                raise _refuse(
+                    f"{patrn!r} is not a valid regular expression: {exc}", (*path, *where)
+                ) from None
+        stack.extend(
+            (value, (*path, key), resolver) for key, value in node.items() if key not in _DATA_KEYWORDS
+        )
+
+
+def check_schema(schema: dict[str, Any], limits: Limits) -> str:
+    """Check a protocol schema before it is stored; return its canonical JSON text."""
+    text = check_json_value(
+        schema, what="schema", max_bytes=limits.max_schema_bytes, max_depth=limits.max_depth
+    )
+    if not isinstance(schema, dict):
+        raise InvalidSchema('the schema must be a JSON object, e.g. {"type": "object"}')
+    name, draft = _draft_for(schema)
+    try:
+        # format_checker=None: the metaschema's "regex" format would compile patterns with the stdlib
+        # `re`, whose syntax differs from the `regex` module that matches them; we compile those below.
+        draft.check_schema(schema, format_checker=None)
+    except jsonschema.SchemaError as exc:
+        raise _refuse(
+            f"not a valid JSON Schema {name}: {_short(exc.message)}", tuple(exc.absolute_path)
+        ) from None
+    except RecursionError:
+        raise TooLarge(f"schema is nested too deeply to check (limit {limits.max_depth})") from None
+    _check_refs_and_patterns(schema, draft)
+    # A $ref cycle that consumes nothing ({"$ref": "#"}) recurses forever on any value; find it now,
+    # not at every send. Cycles reached only through some payloads are caught in validate_payload.
+    validator = _bounded(draft)(schema, registry=_NO_FETCH)
+    probes: tuple[Any, ...] = (None, {}, [])
+    for probe in probes:
+        try:
+            for _ in islice(validator.iter_errors(probe), 100):
+                pass
+        except (RecursionError, Unresolvable):
+            raise InvalidSchema(
+                "the schema refers to itself in a cycle ($ref loop) that never ends"
+            ) from None
+    return text
+
+
+def compile_validator(schema_text: str) -> Validator:
+    """A bounded validator for a schema that already passed :func:`check_schema`."""
+    schema = json.loads(schema_text)
+    validator: Validator = _bounded(_draft_for(schema)[1])(schema, registry=_NO_FETCH)
+    return validator
+
+
+class SchemaCache:
+    """Compiled validators by (protocol, version), least recently used dropped past ``maxsize``.
+
+    Registered protocols are immutable, so an entry never goes stale; the schema text is still
+    compared on a hit so that two stores in one process (tests) cannot see each other's schemas.
+    """
+
+    def __init__(self, maxsize: int = 1024) -> None:
+        self._maxsize = maxsize
+        self._entries: OrderedDict[tuple[str, str], tuple[str, Validator]] = OrderedDict()
+        self._lock = threading.Lock()  # validation may run in worker threads
+
+    def get(self, key: tuple[str, str], schema_text: str) -> Validator:
+        """The validator for ``key``, compiled from ``schema_text`` on first use."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] == schema_text:
+                self._entries.move_to_end(key)
+                return entry[1]
+        validator = compile_validator(schema_text)
+        with self._lock:
+            self._entries[key] = (schema_text, validator)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+        return validator
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _path_key(error: ValidationError) -> tuple[Any, ...]:
+    # Indexes before keys, numerically: "/items/2" sorts before "/items/10".
+    parts = tuple(
+        (0, part, "") if isinstance(part, int) else (1, 0, str(part)) for part in error.absolute_path
+    )
+    return (parts, error.message)
+
+
+def validate_payload(validator: Validator, payload: Any, limits: Limits) -> None:
+    """Raise ``PayloadInvalid`` listing (up to the limit) where and why ``payload`` fails the schema."""
+    cap = max(1, limits.max_validation_errors)
+    token = _BUDGET.set((limits.regex_timeout, time.monotonic() + limits.regex_budget))
+    try:
+        # cap + 1 tells "more" apart without walking every error of a 256 KiB array.
+        found = list(islice(validator.iter_errors(payload), cap + 1))
+    except _PatternTooSlow as exc:
+        message = (
+            f"a value took too long to match pattern {_short(repr(exc.args[0]))}; the payload is refused"
+        )
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
+    except (RecursionError, Unresolvable):
+        message = "the schema recursed without end on this payload ($ref cycle); the payload is refused"
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
+    finally:
+        _BUDGET.reset(token)
+    if not found:
+        return
+    found.sort(key=_path_key)
+    errors = [{"path": json_pointer(e.absolute_path), "message": _short(e.message)} for e in found[:cap]]
+    text = "; ".join(f"{e['path']}: {e['message']}" for e in errors)
+    if len(found) > cap:
+        text += f"; and more (only the first {cap} errors are reported)"
+    raise PayloadInvalid(
+        f"payload does not match the schema: {text}", errors=errors, truncated=len(found) > cap
+    )

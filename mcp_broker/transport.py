@@ -1,0 +1,265 @@
+"""Stdio transport that answers every line, even ones the MCP library cannot parse.
+
+The SDK's ``stdio_server`` hands unparseable lines (not JSON, or nested deeper
+than pydantic-core allows) to the server loop as exceptions, which it only
+logs: the client waits forever. This transport answers them with JSON-RPC
+errors and otherwise serves like ``FastMCP.run_stdio_async(show_banner=False)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+import anyio
+import anyio.to_thread
+import fastmcp
+import mcp_types as types
+from anyio.from_thread import BlockingPortal
+from anyio.streams.memory import MemoryObjectSendStream
+from fastmcp.server.context import reset_transport, set_transport
+from mcp.shared._context_streams import ContextSendStream, create_context_streams
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
+
+logger = logging.getLogger("mcp_broker.transport")
+
+_DISCARD_CHUNK = 64 * 1024
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled loop: linear, no backtracking
+_INT = re.compile(rb"-?(?:0|[1-9][0-9]*)")
+_WS = re.compile(rb"[ \t\r\n]*")
+_STRUCTURAL = re.compile(rb'"|[{\[]+|[}\]]+')  # whole runs of brackets per step, not one char
+_SCALAR_END = re.compile(rb"[,}\]\s]|\Z")
+
+
+def _skip_ws(data: bytes, i: int) -> int:
+    return _WS.match(data, i).end()  # type: ignore[union-attr]  # `*` always matches
+
+
+def _skip_value(data: bytes, i: int) -> int:
+    """Index just past the JSON value at ``i`` (-1 if cut off), by counting depth, never recursing."""
+    if data[i : i + 1] == b'"':
+        m = _STRING.match(data, i)
+        return m.end() if m else -1
+    if data[i : i + 1] not in (b"{", b"["):
+        return _SCALAR_END.search(data, i).start()  # type: ignore[union-attr]  # \Z always matches
+    depth = 0
+    while m := _STRUCTURAL.search(data, i):
+        run = m.group()
+        if run == b'"':
+            s = _STRING.match(data, m.start())
+            if s is None:
+                return -1
+            i = s.end()
+        elif run[0] in b"{[":
+            depth += len(run)
+            i = m.end()
+        elif depth <= len(run):
+            return m.start() + depth
+        else:
+            depth -= len(run)
+            i = m.end()
+    return -1
+
+
+def scan_envelope(data: bytes) -> tuple[str | int | None, set[str], bool]:
+    """Read the top-level keys of a possibly invalid or truncated JSON object, iteratively.
+
+    Returns ``(id, keys, complete)``: the top-level "id" if it is a string or an
+    integer (else ``None``), the top-level keys seen, and whether the whole
+    object was scanned (so a key absent from ``keys`` is truly absent).
+    """
+    request_id: str | int | None = None
+    keys: set[str] = set()
+    i = _skip_ws(data, 0)
+    if data[i : i + 1] != b"{":
+        return None, keys, False
+    i = _skip_ws(data, i + 1)
+    while i < len(data):
+        if data[i : i + 1] == b"}":
+            return request_id, keys, True
+        key_match = _STRING.match(data, i)
+        if key_match is None:
+            break
+        try:
+            key = json.loads(key_match.group())  # a lone string literal: no recursion possible
+        except ValueError:
+            break
+        i = _skip_ws(data, key_match.end())
+        if data[i : i + 1] != b":":
+            break
+        i = _skip_ws(data, i + 1)
+        end = _skip_value(data, i)
+        if end < 0:
+            break
+        keys.add(key)
+        if key == "id" and (_STRING.fullmatch(data, i, end) or _INT.fullmatch(data, i, end)):
+            try:
+                request_id = json.loads(data[i:end])
+            except ValueError:
+                request_id = None
+        i = _skip_ws(data, end)
+        if data[i : i + 1] == b",":
+            i = _skip_ws(data, i + 1)
+    return request_id, keys, False
+
+
+def _error(request_id: str | int | None, code: int, message: str) -> SessionMessage:
+    error = types.ErrorData(code=code, message=message)
+    return SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error))
+
+
+def _reply_for_bad_line(line: bytes, exc: Exception | None) -> SessionMessage | None:
+    """The error response for a rejected line (``exc is None``: too large), or ``None`` for silence."""
+    request_id, keys, complete = scan_envelope(line)
+    if complete and "id" not in keys and keys & {"method", "result", "error"}:
+        # JSON-RPC forbids answering notifications and responses; all we can do is log.
+        logger.warning("dropping unparseable id-less message (%d bytes): %s", len(line), exc)
+        return None
+    if exc is None:
+        return _error(request_id, types.INVALID_REQUEST, "Invalid Request: request too large")
+    errors = exc.errors() if isinstance(exc, ValidationError) else []
+    if errors and errors[0]["type"] == "json_invalid":
+        return _error(request_id, types.PARSE_ERROR, f"Parse error: {errors[0]['msg']}")
+    return _error(request_id, types.INVALID_REQUEST, "Invalid Request: not a valid JSON-RPC 2.0 message")
+
+
+def _next_item(stdin: BinaryIO, limit: int) -> tuple[str, SessionMessage | None]:
+    """Blocking (runs in the stdin thread): read and classify one line as eof/skip/message/reply.
+
+    Parsing happens here too, so a huge or pathological line never stalls the event loop.
+    """
+    line = stdin.readline(limit + 1)  # bounded: an endless line cannot exhaust memory
+    if not line:
+        return "eof", None
+    if len(line) > limit and not line.endswith(b"\n"):
+        while (chunk := stdin.readline(_DISCARD_CHUNK)) and not chunk.endswith(b"\n"):
+            pass
+        logger.warning("rejected a request over %d bytes", limit)
+        return "reply", _reply_for_bad_line(line, None)
+    if not line.strip():
+        return "skip", None
+    try:
+        text = line.decode("utf-8", errors="replace")  # as lenient as the SDK's reader
+        return "message", SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
+    except Exception as exc:
+        return "reply", _reply_for_bad_line(line, exc)
+
+
+@contextmanager
+def _claim_stdio() -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """Serve the wire from private fd duplicates; meanwhile fd 0 is /dev/null and fd 1 is stderr.
+
+    So stray prints (tools, libraries, children) land on stderr instead of
+    corrupting the JSON-RPC stream, and nothing else can consume our input.
+    """
+    if sys.platform == "win32":  # pragma: no cover - the fd juggling is POSIX-only
+        yield sys.stdin.buffer, sys.stdout.buffer
+        return
+    import fcntl
+
+    sys.stdout.flush()  # anything buffered before we started was meant for the wire
+    wire_in = fcntl.fcntl(0, fcntl.F_DUPFD_CLOEXEC, 3)
+    wire_out = fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, 3)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(devnull, 0)
+        os.dup2(2, 1)
+    finally:
+        os.close(devnull)
+    try:
+        # Never closed: an abandoned reader thread may still block on wire_in, and a
+        # closed fd number could be recycled under it (the SDK makes the same choice).
+        yield os.fdopen(wire_in, "rb", closefd=False), os.fdopen(wire_out, "wb", closefd=False)
+    finally:
+        sys.stdout.flush()  # stray prints still buffered belong on stderr, not the wire
+        os.dup2(wire_out, 1)
+        os.dup2(wire_in, 0)
+
+
+async def serve_stdio(mcp: fastmcp.FastMCP, *, max_line_bytes: int = 16 * 1024 * 1024) -> None:
+    """Serve ``mcp`` over stdio until stdin reaches EOF; every request gets an answer.
+
+    Like ``mcp.run_stdio_async(show_banner=False)``, but lines the MCP library
+    cannot parse, and lines over ``max_line_bytes``, get JSON-RPC errors.
+    """
+    token = set_transport("stdio")
+    try:
+        # Claim the wire first so output during lifespan startup cannot reach stdout either.
+        with _claim_stdio() as (stdin, stdout):
+            async with mcp._lifespan_manager():
+                await _serve(mcp, stdin, stdout, max_line_bytes)
+    finally:
+        reset_transport(token)
+
+
+async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_line_bytes: int) -> None:
+    to_server, from_reader = create_context_streams[SessionMessage | Exception](0)
+    to_wire, from_server = create_context_streams[SessionMessage](0)
+    # Error replies share the server's write stream, so one writer orders all frames;
+    # the clone keeps it open after the server closes its end until the reader is done.
+    replies_to_wire = to_wire.clone()
+
+    async def reader() -> None:
+        lines, lines_out = anyio.create_memory_object_stream[tuple[str, SessionMessage | None]](0)
+        async with BlockingPortal() as portal, to_server, replies_to_wire, lines, lines_out:
+            # A daemon thread, not anyio.to_thread: a read still blocked on stdin when
+            # serving stops must not keep the interpreter from exiting.
+            args = (stdin, max_line_bytes, portal, lines)
+            threading.Thread(target=_pump_stdin, args=args, name="mcp-stdin", daemon=True).start()
+            async for kind, item in lines_out:
+                if kind == "eof":
+                    logger.info("stdin closed; shutting down")
+                    return
+                if item is not None:
+                    await _send(to_server if kind == "message" else replies_to_wire, item)
+
+    async def writer(scope: anyio.CancelScope) -> None:
+        async with from_server:
+            try:
+                async for session_message in from_server:
+                    frame = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    await anyio.to_thread.run_sync(_write_frame, stdout, frame, abandon_on_cancel=True)
+            except OSError as exc:
+                # The client is gone: stop serving, so the lifespan teardown still runs.
+                logger.warning("stdout closed (%s); shutting down", exc)
+                scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader)
+        tg.start_soon(writer, tg.cancel_scope)
+        logger.info("Starting MCP server %r with transport 'stdio'", mcp.name)
+        await mcp._mcp_server.run(from_reader, to_wire, mcp._mcp_server.create_initialization_options())
+
+
+async def _send(stream: ContextSendStream[Any], item: SessionMessage) -> None:
+    try:
+        await stream.send(item)
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        logger.debug("dropped a message: its consumer has stopped")
+
+
+def _pump_stdin(
+    stdin: BinaryIO, limit: int, portal: BlockingPortal, out: MemoryObjectSendStream[tuple[str, Any]]
+) -> None:
+    """Thread body: hand each classified line to the event loop, one at a time (back-pressure)."""
+    while True:
+        item = _next_item(stdin, limit)
+        try:
+            portal.call(out.send, item)
+        except Exception:  # portal or stream closed: serving has stopped
+            return
+        if item[0] == "eof":
+            return
+
+
+def _write_frame(stdout: BinaryIO, frame: str) -> None:
+    stdout.write(frame.encode("utf-8") + b"\n")
+    stdout.flush()  # one frame per flush: the client reads line by line

@@ -1,0 +1,84 @@
+"""Shared fixtures: a scrubbed environment, brokers on a real SQLite file, and real stdio broker processes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastmcp import Client
+from fastmcp.client.transports import StdioTransport
+
+from mcp_broker.broker import Broker
+from mcp_broker.config import Settings
+
+
+@pytest.fixture(autouse=True)
+def _scrub_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer's MCP_BROKER_* setting may leak into a test."""
+    for key in list(os.environ):
+        if key.startswith("MCP_BROKER_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "broker.db"
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    return Settings(db=db_path, heartbeat_interval=0.5)
+
+
+BrokerFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def brokers(settings: Settings) -> AsyncIterator[BrokerFactory]:
+    """Open as many brokers on one file as a test wants; each is one broker process's view of it."""
+    async with AsyncExitStack() as stack:
+
+        async def open_broker(**overrides: Any) -> Broker:
+            return await stack.enter_async_context(Broker.running(replace(settings, **overrides)))
+
+        yield open_broker
+
+
+def broker_env(db: Path, **settings: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")}
+    env["MCP_BROKER_DB"] = str(db)
+    env["MCP_BROKER_LOG_LEVEL"] = "WARNING"
+    for key, value in settings.items():
+        env["MCP_BROKER_" + key.upper()] = str(value)
+    return env
+
+
+@asynccontextmanager
+async def broker_process(db: Path, mode: str = "legacy", **settings: Any) -> AsyncIterator[Client[Any]]:
+    """A real ``python -m mcp_broker`` process over stdio, as an MCP host spawns it."""
+    transport = StdioTransport(
+        command=sys.executable, args=["-m", "mcp_broker"], env=broker_env(db, **settings), keep_alive=False
+    )
+    async with Client(transport, mode=mode, timeout=90) as client:  # type: ignore[arg-type]
+        yield client
+
+
+@pytest.fixture
+def spawn(db_path: Path) -> Callable[..., Any]:
+    """``async with spawn() as client``: one broker process on the test's database."""
+
+    def _spawn(**settings: Any) -> Any:
+        return broker_process(db_path, **settings)
+
+    return _spawn
