@@ -198,6 +198,8 @@ class Broker:
             connected_at=iso(row.connected_at),
             last_seen=iso(row.last_seen),
             queue_depth=row.queue_depth,
+            host=row.host,
+            pid=row.pid,
             process_alive=self.process_alive(row),
         )
 

@@ -108,6 +108,8 @@ class SessionInfo(Value):
     connected_at: str | None
     last_seen: str | None
     queue_depth: int = Field(description="messages waiting or leased in this session's inbox")
+    host: str | None = None
+    pid: int | None = Field(default=None, description="process id of the broker process holding the session")
     process_alive: bool | None = Field(
         default=None, description="whether the session's process still runs (null when on another host)"
     )
