@@ -27,6 +27,7 @@ from .doorbell import Doorbell
 from .errors import (
     AlreadyConnected,
     CapabilityNotSupported,
+    InboxFull,
     InvalidArgument,
     InvalidCursor,
     NameTaken,
@@ -44,10 +45,15 @@ from .models import (
     BroadcastResult,
     Capability,
     ConnectResult,
+    DeadLetter,
+    DeadLettersResult,
+    DeliveryStatus,
     DisconnectResult,
     DiscoverResult,
     FeatureComparison,
     ListSessionsResult,
+    MessageStatus,
+    MessageStatusResult,
     NegotiateResult,
     Priority,
     ProtocolInfo,
@@ -56,6 +62,8 @@ from .models import (
     ReceivedMessage,
     ReceiveResult,
     RegisterResult,
+    RequeueOutcome,
+    RequeueResult,
     SendResult,
     SessionInfo,
     SessionStatus,
@@ -63,7 +71,7 @@ from .models import (
     Unsupported,
     iso,
 )
-from .store import LeasedRow, NewMessage, ProtocolRow, SessionRow, SqliteStore
+from .store import InboxRow, NewMessage, ProtocolRow, SessionRow, SqliteStore, StatusRow, Target
 
 log = logging.getLogger(__name__)
 
@@ -553,9 +561,16 @@ class Broker:
                 expires_at=iso(message.expires_at),
             ).model_dump(mode="json")
 
-        outcome = await self.store.enqueue(
-            message, [recipient.id], max_inbox=self.settings.max_inbox, result_for=result_for, refuse_full=True
-        )
+        try:
+            outcome = await self.store.enqueue(
+                message, [Target(recipient.id)], max_inbox=self.settings.max_inbox, result_for=result_for, refuse_full=True
+            )
+        except InboxFull as exc:
+            raise InboxFull(
+                f"{recipient.name}'s inbox holds {exc.details['depth']} waiting messages (limit "
+                f"{self.settings.max_inbox}); nothing was stored. Retry after it receives and acks some.",
+                **exc.details,
+            ) from None
         if outcome.duplicate_result is not None:
             return SendResult.model_validate({**outcome.duplicate_result, "duplicate": True})
         self.doorbell.ring(recipient.bell)
@@ -623,7 +638,7 @@ class Broker:
 
         outcome = await self.store.enqueue(
             message,
-            [row.id for row in targets],
+            [Target(row.id) for row in targets],
             max_inbox=self.settings.max_inbox,
             result_for=result_for,
             refuse_full=False,
@@ -637,8 +652,8 @@ class Broker:
         for recipient_id in outcome.delivered_to:
             row = by_id[recipient_id]
             self.doorbell.ring(row.bell)
-            status = "delivered" if self.status_of(row, now) is SessionStatus.active else "queued"
-            recipients.append(BroadcastRecipient(name=row.name, session_id=row.id, status=status))
+            delivery = "delivered" if self.status_of(row, now) is SessionStatus.active else "queued"
+            recipients.append(BroadcastRecipient(name=row.name, session_id=row.id, status=delivery))
         return BroadcastResult(
             message_id=message.id,
             protocol=protocol,
@@ -670,7 +685,7 @@ class Broker:
         while True:
             ticket = self.doorbell.ticket()
             now = time.time()
-            rows: list[LeasedRow] = []
+            rows: list[InboxRow] = []
             if await self.store.has_ready(me, now, protocol):
                 rows = await self.store.lease(
                     me,
@@ -687,12 +702,7 @@ class Broker:
 
     async def ack(self, message_ids: Sequence[str]) -> AckResult:
         me = self._require_session()
-        ids = list(dict.fromkeys(message_ids))
-        if not 1 <= len(ids) <= 100:
-            raise InvalidArgument("give between 1 and 100 message_ids")
-        for message_id in ids:
-            if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
-                raise InvalidArgument("each message_id is the id string receive returned")
+        ids = _message_ids(message_ids)
         outcome = await self.store.ack(me, ids, time.time())
         unknown = [m for m, state in outcome.items() if state == "unknown"]
         if unknown:
@@ -704,6 +714,92 @@ class Broker:
             acked=sum(1 for state in outcome.values() if state == "acked"),
             results=[AckOutcome(message_id=m, status=outcome[m]) for m in ids],
         )
+
+    async def release(self, message_ids: Sequence[str], delay_seconds: float = 0.0) -> RequeueResult:
+        """Hand leased messages back before their lease ends (a negative ack), visible again after the delay."""
+        me = self._require_session()
+        ids = _message_ids(message_ids)
+        if not 0 <= delay_seconds <= 3600:
+            raise InvalidArgument("delay_seconds must be between 0 and 3600")
+        outcome = await self.store.requeue(
+            me, ids, now=time.time(), from_states=("leased",), delay=delay_seconds, reset_attempts=False
+        )
+        return _requeue_result(ids, outcome, "in your inbox")
+
+    async def list_dead_letters(self, limit: int = 50, cursor: str | None = None) -> DeadLettersResult:
+        me = self._require_session()
+        if not 1 <= limit <= 100:
+            raise InvalidArgument("limit must be between 1 and 100")
+        before = _decode_cursor(cursor, "dead_letters") if cursor else None
+        rows = await self.store.dead_letters(me, limit=limit + 1, before_seq=before)
+        page = rows[:limit]
+        return DeadLettersResult(
+            dead_letters=[
+                DeadLetter(
+                    message_id=r.message_id,
+                    sender=r.sender_name,
+                    sender_id=r.sender_id,
+                    protocol=r.protocol,
+                    version=r.version,
+                    payload=json.loads(r.payload),
+                    created_at=iso(r.created_at) or "",
+                    reason=r.reason,
+                    attempts=r.attempts,
+                    dead_lettered_at=iso(r.updated_at) or "",
+                )
+                for _, r in page
+            ],
+            next_cursor=_encode_cursor(page[-1][0], "dead_letters") if len(rows) > limit else None,
+        )
+
+    async def replay_dead_letters(self, message_ids: Sequence[str]) -> RequeueResult:
+        """Queue dead letters again with a fresh attempt count (and no expiry)."""
+        me = self._require_session()
+        ids = _message_ids(message_ids)
+        outcome = await self.store.requeue(
+            me,
+            ids,
+            now=time.time(),
+            from_states=("dead_lettered",),
+            reset_attempts=True,
+            max_inbox=self.settings.max_inbox,
+        )
+        self.doorbell.poke()
+        return _requeue_result(ids, outcome, "among your dead letters")
+
+    async def message_status(self, message_ids: Sequence[str]) -> MessageStatusResult:
+        """Where each message this session sent stands, per recipient."""
+        me = self._require_session()
+        ids = _message_ids(message_ids)
+        rows = await self.store.message_status(me, ids)
+        known = await self.store.known_messages(me, ids)
+        unknown = [m for m in ids if m not in known]
+        if unknown:
+            raise UnknownMessage(
+                f"you sent no message with id {', '.join(m[:64] for m in unknown[:10])}; "
+                "message_status covers only messages this session sent"
+            )
+        now = time.time()
+        by_id: dict[str, list[Any]] = {m: [] for m in ids}
+        heads: dict[str, Any] = {}
+        for r in rows:
+            by_id[r.message_id].append(r)
+            heads.setdefault(r.message_id, r)
+        result = []
+        for message_id in ids:
+            deliveries = by_id[message_id]
+            head = heads.get(message_id)
+            result.append(
+                MessageStatus(
+                    message_id=message_id,
+                    protocol=head.protocol if head else "",
+                    version=head.version if head else "",
+                    broadcast=head.broadcast if head else True,
+                    created_at=(iso(head.created_at) or "") if head else "",
+                    deliveries=[_delivery_status(r, now) for r in deliveries],
+                )
+            )
+        return MessageStatusResult(messages=result)
 
     async def peek_inbox(self, limit: int = 20) -> list[ReceivedMessage]:
         """This session's waiting messages, without leasing them (the ``broker://inbox`` resource)."""
@@ -718,7 +814,50 @@ class Broker:
 # --- small pure helpers ------------------------------------------------------------------------
 
 
-def _received(row: LeasedRow) -> ReceivedMessage:
+def _message_ids(message_ids: Sequence[str]) -> list[str]:
+    ids = list(dict.fromkeys(message_ids))
+    if not 1 <= len(ids) <= 100:
+        raise InvalidArgument("give between 1 and 100 message_ids")
+    for message_id in ids:
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= 64:
+            raise InvalidArgument("each message_id is a message id string as returned by send or receive")
+    return ids
+
+
+def _requeue_result(ids: list[str], outcome: dict[str, str], where: str) -> RequeueResult:
+    unknown = [m for m, state in outcome.items() if state == "unknown"]
+    if unknown:
+        raise UnknownMessage(f"not {where}: {', '.join(m[:64] for m in unknown[:10])}; nothing changed")
+    return RequeueResult(
+        requeued=sum(1 for state in outcome.values() if state == "requeued"),
+        results=[RequeueOutcome(message_id=m, status=outcome[m]) for m in ids],
+    )
+
+
+def _delivery_status(row: StatusRow, now: float) -> DeliveryStatus:
+    """The state a sender sees: a lapsed lease is queued again; an expiry shows as ``expired``."""
+    state = row.state
+    if state in ("queued", "leased") and row.expires_at is not None and row.expires_at <= now:
+        state = "expired"
+    elif state == "leased" and row.visible_at <= now:
+        state = "queued"
+    elif state == "dead_lettered" and row.reason == "expired":
+        state = "expired"
+    return DeliveryStatus(
+        recipient=row.recipient_name,
+        recipient_id=row.recipient_id,
+        state=state,
+        reason=row.reason,
+        attempts=row.attempts,
+        delivered_version=row.delivered_version,
+        updated_at=iso(row.updated_at) or "",
+        acked_at=iso(row.acked_at),
+        expires_at=iso(row.expires_at),
+    )
+
+
+
+def _received(row: InboxRow) -> ReceivedMessage:
     return ReceivedMessage(
         message_id=row.message_id,
         sender=row.sender_name,

@@ -85,6 +85,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         anyio.run(_serve, settings)
     except* BrokerError as group:  # e.g. the database cannot be opened: say so, exit non-zero
-        for exc in group.exceptions:
-            logging.getLogger(__name__).error("%s", exc)
+        for error in group.exceptions:
+            logging.getLogger(__name__).error("%s", error)
         sys.exit(1)

@@ -225,3 +225,56 @@ class AckOutcome(Value):
 class AckResult(Value):
     acked: int
     results: list[AckOutcome]
+
+
+class DeadLetter(Value):
+    message_id: str
+    sender: str
+    sender_id: str
+    protocol: str
+    version: str
+    payload: Any
+    created_at: str
+    reason: str | None = Field(description="why it was dead-lettered, e.g. `expired` or `not acked after 5 deliveries`")
+    attempts: int
+    dead_lettered_at: str
+
+
+class DeadLettersResult(Value):
+    dead_letters: list[DeadLetter]
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null at the end")
+
+
+class RequeueOutcome(Value):
+    message_id: str
+    status: str = Field(description="`requeued`, or the state the message was in and stays in")
+
+
+class RequeueResult(Value):
+    requeued: int
+    results: list[RequeueOutcome]
+
+
+class DeliveryStatus(Value):
+    recipient: str
+    recipient_id: str
+    state: str = Field(description="`queued`, `leased`, `acked`, `dead_lettered` or `expired`")
+    reason: str | None = None
+    attempts: int
+    delivered_version: str
+    updated_at: str
+    acked_at: str | None = None
+    expires_at: str | None = None
+
+
+class MessageStatus(Value):
+    message_id: str
+    protocol: str
+    version: str
+    broadcast: bool
+    created_at: str
+    deliveries: list[DeliveryStatus] = Field(description="one per recipient (several for a broadcast)")
+
+
+class MessageStatusResult(Value):
+    messages: list[MessageStatus]

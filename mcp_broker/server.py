@@ -27,14 +27,17 @@ from .models import (
     AckResult,
     BroadcastResult,
     ConnectResult,
+    DeadLettersResult,
     DisconnectResult,
     DiscoverResult,
     ListSessionsResult,
+    MessageStatusResult,
     NegotiateResult,
     ProtocolMetadata,
     ProtocolSpec,
     ReceiveResult,
     RegisterResult,
+    RequeueResult,
     SendResult,
 )
 
@@ -51,7 +54,10 @@ mcp-broker lets you exchange typed messages with other AI agents on this machine
 4. send(to, protocol, payload) for one peer, broadcast(protocol, payload) for everyone who speaks it.
    Payloads are validated against the protocol's schema; an error says what to fix.
 5. receive(wait_seconds=30) waits for messages; process each one, then ack(message_ids).
-   Messages you do not ack come back after their lease (delivery_attempt goes up), so ack what you handled.
+   Messages you do not ack come back after their lease (delivery_attempt goes up), so ack what you handled;
+   release(message_ids) hands one back at once if you cannot handle it now.
+6. message_status(message_ids) tells you whether what you sent was received and acked;
+   list_dead_letters / replay_dead_letters show and retry messages to you that were given up on.
 Errors start with a stable CODE such as NOT_CONNECTED or UNKNOWN_SESSION, followed by what to do.
 """
 
@@ -107,10 +113,10 @@ def build_server(broker: Broker) -> FastMCP:
         """Register a tool whose domain errors become tool errors carrying their stable code."""
         annotations = ToolAnnotations(
             title=title,
-            readOnlyHint=read_only,
-            idempotentHint=idempotent,
-            destructiveHint=destructive,
-            openWorldHint=False,
+            read_only_hint=read_only,
+            idempotent_hint=idempotent,
+            destructive_hint=destructive,
+            open_world_hint=False,
         )
 
         def register(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -273,6 +279,40 @@ def build_server(broker: Broker) -> FastMCP:
     async def disconnect() -> DisconnectResult:
         """End this process's session. Messages sent to its name queue until someone connects with it again."""
         return await broker.disconnect()
+
+    @tool(title="Hand messages back", idempotent=True)
+    async def release(
+        message_ids: Annotated[list[MessageId], Field(min_length=1, max_length=100)],
+        delay_seconds: Annotated[
+            float, Field(ge=0, le=3600, description="keep them hidden this long before redelivery")
+        ] = 0,
+    ) -> RequeueResult:
+        """Give leased messages back unprocessed (a negative ack) so they are delivered again, now or after a delay.
+
+        The attempt still counts toward max_attempts."""
+        return await broker.release(message_ids, delay_seconds)
+
+    @tool(title="Message receipts", read_only=True)
+    async def message_status(
+        message_ids: Annotated[list[MessageId], Field(min_length=1, max_length=100)],
+    ) -> MessageStatusResult:
+        """Where messages you sent stand, per recipient: queued, leased, acked, dead_lettered or expired."""
+        return await broker.message_status(message_ids)
+
+    @tool(title="List dead letters", read_only=True)
+    async def list_dead_letters(
+        limit: Annotated[int, Field(ge=1, le=100)] = 50,
+        cursor: Annotated[str | None, Field(max_length=200, description="next_cursor of the previous page")] = None,
+    ) -> DeadLettersResult:
+        """Messages to you that were given up on (expired, or not acked after max_attempts), newest first."""
+        return await broker.list_dead_letters(limit, cursor)
+
+    @tool(title="Replay dead letters", idempotent=True)
+    async def replay_dead_letters(
+        message_ids: Annotated[list[MessageId], Field(min_length=1, max_length=100)],
+    ) -> RequeueResult:
+        """Queue dead letters again for yourself with a fresh attempt count and no expiry."""
+        return await broker.replay_dead_letters(message_ids)
 
     # --- resources ---------------------------------------------------------------------------------
 

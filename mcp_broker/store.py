@@ -47,6 +47,7 @@ class ProtocolRow:
     metadata: dict[str, Any]
     fingerprint: str
     registered_at: float
+    response_schema: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> ProtocolRow:
@@ -58,6 +59,7 @@ class ProtocolRow:
             metadata=json.loads(row["metadata"]),
             fingerprint=row["fingerprint"],
             registered_at=row["registered_at"],
+            response_schema=row["response_schema"],
         )
 
 
@@ -116,7 +118,7 @@ class NewMessage:
 
 
 @dataclass(frozen=True)
-class LeasedRow:
+class InboxRow:
     message_id: str
     sender_id: str
     sender_name: str
@@ -131,9 +133,14 @@ class LeasedRow:
     reply_to: str | None
     attempts: int
     visible_at: float
+    sent_version: str
+    adapted_via: str | None
+    state: str
+    reason: str | None
+    updated_at: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LeasedRow:
+    def from_row(cls, row: sqlite3.Row) -> InboxRow:
         return cls(
             message_id=row["message_id"],
             sender_id=row["sender_id"],
@@ -149,6 +156,83 @@ class LeasedRow:
             reply_to=row["reply_to"],
             attempts=row["attempts"],
             visible_at=row["visible_at"],
+            sent_version=row["sent_version"],
+            adapted_via=row["adapted_via"],
+            state=row["state"],
+            reason=row["reason"],
+            updated_at=row["updated_at"],
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """One recipient of a message, with the payload transformed for it when an adapter applies."""
+
+    recipient_id: str
+    version: str | None = None
+    payload: str | None = None
+    adapted_via: str | None = None
+
+
+@dataclass(frozen=True)
+class AdapterRow:
+    protocol: str
+    from_version: str
+    to_version: str
+    steps: list[dict[str, Any]]
+    fingerprint: str
+    registered_at: float
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> AdapterRow:
+        return cls(
+            protocol=row["protocol"],
+            from_version=row["from_version"],
+            to_version=row["to_version"],
+            steps=json.loads(row["steps"]),
+            fingerprint=row["fingerprint"],
+            registered_at=row["registered_at"],
+        )
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One delivery of a message this session sent, for ``message_status``."""
+
+    message_id: str
+    broadcast: bool
+    protocol: str
+    version: str
+    created_at: float
+    recipient_id: str
+    recipient_name: str
+    state: str
+    reason: str | None
+    attempts: int
+    visible_at: float
+    expires_at: float | None
+    updated_at: float
+    acked_at: float | None
+    delivered_version: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> StatusRow:
+        return cls(
+            message_id=row["message_id"],
+            broadcast=bool(row["broadcast"]),
+            protocol=row["protocol"],
+            version=row["version"],
+            created_at=row["created_at"],
+            recipient_id=row["recipient_id"],
+            recipient_name=row["recipient_name"] or row["recipient_id"],
+            state=row["state"],
+            reason=row["reason"],
+            attempts=row["attempts"],
+            visible_at=row["visible_at"],
+            expires_at=row["expires_at"],
+            updated_at=row["updated_at"],
+            acked_at=row["acked_at"],
+            delivered_version=row["delivered_version"],
         )
 
 
@@ -164,8 +248,10 @@ class EnqueueOutcome:
 # --- the store -----------------------------------------------------------------------------------
 
 _MESSAGE_COLUMNS = """
-    d.message_id, m.sender_id, s.name AS sender_name, m.broadcast, m.protocol, m.version, m.payload,
-    d.priority, m.created_at, d.expires_at, m.correlation_id, m.reply_to, d.attempts, d.visible_at
+    d.message_id, m.sender_id, s.name AS sender_name, m.broadcast, m.protocol,
+    COALESCE(d.version, m.version) AS version, COALESCE(d.payload, m.payload) AS payload,
+    m.version AS sent_version, d.adapted_via, d.priority, m.created_at, d.expires_at, m.correlation_id,
+    m.reply_to, d.attempts, d.visible_at, d.state, d.reason, d.updated_at
 """
 
 
@@ -217,12 +303,16 @@ class SqliteStore:
     def _setup(self) -> None:
         db = self._db
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 0")  # we retry ourselves, faster than SQLite's handler
+        # Setup statements run outside our retry loop, so let SQLite wait for a brief lock here.
+        db.execute(f"PRAGMA busy_timeout = {int(self.busy_budget * 1000)}")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"could not switch to WAL (journal_mode is {mode})")
         db.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
         db.execute("PRAGMA foreign_keys = ON")
+        # After a checkpoint, a WAL that grew past this is truncated back, so it cannot stay huge.
+        db.execute("PRAGMA journal_size_limit = 16777216")
+        db.execute("PRAGMA busy_timeout = 0")  # from here on we retry ourselves, faster than SQLite's handler
         self._retrying(self._migrate, write=True)
 
     @property
@@ -316,7 +406,7 @@ class SqliteStore:
                     "registered versions are immutable, so bump the version (e.g. to the next minor)."
                 )
             db.execute(
-                "INSERT INTO protocols VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO protocols VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.name,
                     row.version,
@@ -325,6 +415,7 @@ class SqliteStore:
                     json.dumps(row.metadata, sort_keys=True),
                     row.fingerprint,
                     row.registered_at,
+                    row.response_schema,
                 ),
             )
             return "registered"
@@ -476,7 +567,7 @@ class SqliteStore:
     async def enqueue(
         self,
         message: NewMessage,
-        recipients: Sequence[str],
+        recipients: Sequence[Target],
         *,
         max_inbox: int,
         result_for: Callable[[tuple[str, ...]], dict[str, Any]],
@@ -498,9 +589,10 @@ class SqliteStore:
                 ).fetchone()
                 if row is not None:
                     return EnqueueOutcome(duplicate_result=json.loads(row[0]))
-            reached: list[str] = []
+            reached: list[Target] = []
             full: list[tuple[str, int]] = []
-            for recipient in recipients:
+            for target in recipients:
+                recipient = target.recipient_id
                 depth = db.execute(
                     "SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')",
                     (recipient,),
@@ -515,8 +607,8 @@ class SqliteStore:
                         )
                     full.append((recipient, depth))
                 else:
-                    reached.append(recipient)
-            result = result_for(tuple(reached))
+                    reached.append(target)
+            result = result_for(tuple(t.recipient_id for t in reached))
             db.execute(
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -537,13 +629,24 @@ class SqliteStore:
             )
             db.executemany(
                 """INSERT INTO deliveries (message_id, recipient_id, protocol, priority, expires_at,
-                   visible_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                   visible_at, updated_at, version, payload, adapted_via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
-                    (message.id, r, message.protocol, message.priority, message.expires_at, message.created_at, message.created_at)
-                    for r in reached
+                    (
+                        message.id,
+                        t.recipient_id,
+                        message.protocol,
+                        message.priority,
+                        message.expires_at,
+                        message.created_at,
+                        message.created_at,
+                        t.version,
+                        t.payload,
+                        t.adapted_via,
+                    )
+                    for t in reached
                 ],
             )
-            return EnqueueOutcome(delivered_to=tuple(reached), full=tuple(full))
+            return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full))
 
         return await self._tx(run)
 
@@ -569,14 +672,14 @@ class SqliteStore:
         now: float,
         max_attempts: int,
         protocol: str | None = None,
-    ) -> list[LeasedRow]:
+    ) -> list[InboxRow]:
         """Lease up to ``limit`` ready messages, oldest first within priority.
 
         Expired messages, and leases that ran out on their last allowed attempt, are dead-lettered on
         the way instead of handed out.
         """
 
-        def run(db: sqlite3.Connection) -> list[LeasedRow]:
+        def run(db: sqlite3.Connection) -> list[InboxRow]:
             db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', reason = 'expired', updated_at = :now
                    WHERE recipient_id = :r AND state IN ('queued', 'leased') AND expires_at <= :now""",
@@ -585,7 +688,8 @@ class SqliteStore:
             db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', updated_at = :now,
                    reason = 'not acked after ' || attempts || ' deliveries'
-                   WHERE recipient_id = :r AND state = 'leased' AND visible_at <= :now AND attempts >= :max""",
+                   WHERE recipient_id = :r AND state IN ('queued', 'leased') AND visible_at <= :now
+                   AND attempts >= :max""",
                 {"r": recipient_id, "now": now, "max": max_attempts},
             )
             sql = f"""SELECT d.seq, {_MESSAGE_COLUMNS} FROM deliveries d
@@ -602,7 +706,7 @@ class SqliteStore:
                    WHERE seq = ?""",
                 [(until, now, r["seq"]) for r in rows],
             )
-            return [dataclasses.replace(LeasedRow.from_row(r), attempts=r["attempts"] + 1, visible_at=until) for r in rows]
+            return [dataclasses.replace(InboxRow.from_row(r), attempts=r["attempts"] + 1, visible_at=until) for r in rows]
 
         return await self._tx(run)
 
@@ -639,8 +743,8 @@ class SqliteStore:
 
         return await self._tx(run)
 
-    async def peek(self, recipient_id: str, limit: int, now: float) -> list[LeasedRow]:
-        def run(db: sqlite3.Connection) -> list[LeasedRow]:
+    async def peek(self, recipient_id: str, limit: int, now: float) -> list[InboxRow]:
+        def run(db: sqlite3.Connection) -> list[InboxRow]:
             rows = db.execute(
                 f"""SELECT {_MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
@@ -649,9 +753,146 @@ class SqliteStore:
                     ORDER BY d.priority DESC, d.seq LIMIT ?""",
                 (recipient_id, now, limit),
             )
-            return [LeasedRow.from_row(r) for r in rows]
+            return [InboxRow.from_row(r) for r in rows]
 
         return await self._tx(run, write=False)
+
+    async def dead_letters(self, recipient_id: str, *, limit: int, before_seq: int | None) -> list[tuple[int, InboxRow]]:
+        """This recipient's dead letters, newest first, with their ``seq`` for keyset pagination."""
+
+        def run(db: sqlite3.Connection) -> list[tuple[int, InboxRow]]:
+            rows = db.execute(
+                f"""SELECT d.seq, {_MESSAGE_COLUMNS} FROM deliveries d
+                    JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                    WHERE d.recipient_id = ? AND d.state = 'dead_lettered' AND d.seq < ?
+                    ORDER BY d.seq DESC LIMIT ?""",
+                (recipient_id, before_seq if before_seq is not None else 2**62, limit),
+            )
+            return [(r["seq"], InboxRow.from_row(r)) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def requeue(
+        self,
+        recipient_id: str,
+        message_ids: Sequence[str],
+        *,
+        now: float,
+        from_states: tuple[str, ...],
+        delay: float = 0.0,
+        reset_attempts: bool,
+        max_inbox: int | None = None,
+    ) -> dict[str, str]:
+        """Put this recipient's deliveries in ``from_states`` back in the queue (replay, release).
+
+        Returns the outcome per id: ``requeued``, or the state it was in; only ``unknown`` ids (and
+        nothing changed) when any id is not the recipient's. Replay clears the expiry: a replayed
+        message that had expired would otherwise die again at once.
+        """
+
+        def run(db: sqlite3.Connection) -> dict[str, str]:
+            marks = ",".join("?" * len(message_ids))
+            found = {
+                r["message_id"]: r["state"]
+                for r in db.execute(
+                    f"SELECT message_id, state FROM deliveries WHERE recipient_id = ? AND message_id IN ({marks})",
+                    (recipient_id, *message_ids),
+                )
+            }
+            missing = [m for m in message_ids if m not in found]
+            if missing:
+                return {m: "unknown" for m in missing}
+            movable = [m for m in message_ids if found[m] in from_states]
+            if max_inbox is not None and movable:
+                depth = db.execute(
+                    "SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')",
+                    (recipient_id,),
+                ).fetchone()[0]
+                if depth + len(movable) > max_inbox:
+                    raise InboxFull(
+                        f"your inbox holds {depth} waiting messages; requeueing {len(movable)} more would pass "
+                        f"the limit of {max_inbox}. Receive and ack some first.",
+                        recipient_id=recipient_id,
+                        depth=depth,
+                    )
+            extra = ", attempts = 0, reason = NULL, expires_at = NULL" if reset_attempts else ""
+            db.executemany(
+                f"""UPDATE deliveries SET state = 'queued', visible_at = ?, updated_at = ?{extra}
+                    WHERE recipient_id = ? AND message_id = ?""",
+                [(now + delay, now, recipient_id, m) for m in movable],
+            )
+            return {m: ("requeued" if m in movable else found[m]) for m in message_ids}
+
+        return await self._tx(run)
+
+    async def message_status(self, sender_id: str, message_ids: Sequence[str]) -> list[StatusRow]:
+        """Every delivery of these messages, when this session sent them."""
+
+        def run(db: sqlite3.Connection) -> list[StatusRow]:
+            marks = ",".join("?" * len(message_ids))
+            rows = db.execute(
+                f"""SELECT d.message_id, m.broadcast, m.protocol, m.version, m.created_at, d.recipient_id,
+                    s.name AS recipient_name, d.state, d.reason, d.attempts, d.visible_at, d.expires_at,
+                    d.updated_at, d.acked_at, COALESCE(d.version, m.version) AS delivered_version
+                    FROM messages m JOIN deliveries d ON d.message_id = m.id
+                    LEFT JOIN sessions s ON s.id = d.recipient_id
+                    WHERE m.sender_id = ? AND m.id IN ({marks}) ORDER BY d.seq""",
+                (sender_id, *message_ids),
+            )
+            return [StatusRow.from_row(r) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def known_messages(self, sender_id: str, message_ids: Sequence[str]) -> set[str]:
+        """Which of these ids this session sent (including broadcasts that reached no one)."""
+
+        def run(db: sqlite3.Connection) -> set[str]:
+            marks = ",".join("?" * len(message_ids))
+            rows = db.execute(
+                f"SELECT id FROM messages WHERE sender_id = ? AND id IN ({marks})", (sender_id, *message_ids)
+            )
+            return {r[0] for r in rows}
+
+        return await self._tx(run, write=False)
+
+    # adapters
+
+    async def add_adapter(self, row: AdapterRow) -> str:
+        def run(db: sqlite3.Connection) -> str:
+            found = db.execute(
+                "SELECT fingerprint FROM adapters WHERE protocol = ? AND from_version = ? AND to_version = ?",
+                (row.protocol, row.from_version, row.to_version),
+            ).fetchone()
+            if found is not None:
+                if found[0] == row.fingerprint:
+                    return "unchanged"
+                raise ProtocolConflict(
+                    f"an adapter {row.protocol} {row.from_version} -> {row.to_version} is already registered with "
+                    "other steps; adapters are immutable like protocols"
+                )
+            db.execute(
+                "INSERT INTO adapters VALUES (?, ?, ?, ?, ?, ?)",
+                (row.protocol, row.from_version, row.to_version, json.dumps(row.steps), row.fingerprint, row.registered_at),
+            )
+            return "registered"
+
+        return await self._tx(run)
+
+    async def list_adapters(self, protocol: str | None = None) -> list[AdapterRow]:
+        def run(db: sqlite3.Connection) -> list[AdapterRow]:
+            if protocol is None:
+                rows = db.execute("SELECT * FROM adapters ORDER BY protocol, from_version, to_version")
+            else:
+                rows = db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))
+            return [AdapterRow.from_row(r) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def wal_size(self) -> int:
+        try:
+            return (self.path.parent / (self.path.name + "-wal")).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     async def prune(self, *, before: float) -> dict[str, int]:
         """Delete what retention no longer keeps: finished deliveries, orphan messages, long-gone sessions."""

@@ -8,6 +8,7 @@ CREATE TABLE protocols (
     metadata      TEXT NOT NULL,
     fingerprint   TEXT NOT NULL,   -- hash of the definition: same pair + same hash = identical re-registration
     registered_at REAL NOT NULL,
+    response_schema TEXT,          -- for request_response protocols: the schema replies must match
     PRIMARY KEY (name, version)
 ) WITHOUT ROWID;
 
@@ -52,6 +53,7 @@ CREATE TABLE messages (
     result          TEXT             -- the first send answer, replayed for a repeated idempotency_key
 );
 CREATE INDEX messages_idempotency ON messages (sender_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX messages_correlation ON messages (correlation_id) WHERE correlation_id IS NOT NULL;
 
 -- One row per (message, recipient): the delivery state machine queued -> leased -> acked | dead_lettered.
 CREATE TABLE deliveries (
@@ -67,8 +69,23 @@ CREATE TABLE deliveries (
     updated_at   REAL NOT NULL,
     acked_at     REAL,
     reason       TEXT,
+    version      TEXT,                                 -- set when an adapter changed the version for this recipient
+    payload      TEXT,                                 -- the payload as transformed for this recipient
+    adapted_via  TEXT,                                 -- the adapter path, e.g. "1.0.0>1.1.0>2.0.0"
     UNIQUE (message_id, recipient_id)
 );
 CREATE INDEX deliveries_pending ON deliveries (recipient_id, priority DESC, seq)
     WHERE state IN ('queued', 'leased');
 CREATE INDEX deliveries_done ON deliveries (state, updated_at) WHERE state IN ('acked', 'dead_lettered');
+CREATE INDEX deliveries_dead ON deliveries (recipient_id, seq) WHERE state = 'dead_lettered';
+
+-- Declarative payload transformations between two versions of one protocol; immutable like protocols.
+CREATE TABLE adapters (
+    protocol      TEXT NOT NULL,
+    from_version  TEXT NOT NULL,
+    to_version    TEXT NOT NULL,
+    steps         TEXT NOT NULL,
+    fingerprint   TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    PRIMARY KEY (protocol, from_version, to_version)
+) WITHOUT ROWID;
