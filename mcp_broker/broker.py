@@ -62,6 +62,8 @@ from .models import (
     ReceivedMessage,
     ReceiveResult,
     RegisterResult,
+    ReplyResult,
+    RequestResult,
     RequeueOutcome,
     RequeueResult,
     SendResult,
@@ -265,10 +267,12 @@ class Broker:
         schema: dict[str, Any],
         capabilities: Sequence[str],
         metadata: dict[str, Any] | None = None,
+        response_schema: dict[str, Any] | None = None,
     ) -> RegisterResult:
         versions.check_protocol_name(name)
         versions.parse_version(version)
         schema_text = schemas.check_schema(schema, self.limits)
+        response_text = schemas.check_schema(response_schema, self.limits) if response_schema is not None else None
         try:
             caps = sorted({Capability(c) for c in capabilities})
         except ValueError as exc:
@@ -277,13 +281,17 @@ class Broker:
             ) from exc
         if not caps:
             raise InvalidArgument("capabilities must name at least one of " + ", ".join(c.value for c in Capability))
+        if response_text is not None and Capability.request_response not in caps:
+            raise InvalidArgument("response_schema needs the request_response capability; add it or drop the schema")
         meta = ProtocolMetadata.model_validate(metadata or {})
         check_short_texts(meta.tags, "tags")
         meta_json = meta.model_dump(exclude_none=True)
         fingerprint = hashlib.sha256(
-            json.dumps([schema_text, [c.value for c in caps], meta_json], sort_keys=True).encode()
+            json.dumps([schema_text, [c.value for c in caps], meta_json, response_text], sort_keys=True).encode()
         ).hexdigest()
-        row = ProtocolRow(name, version, schema_text, [c.value for c in caps], meta_json, fingerprint, time.time())
+        row = ProtocolRow(
+            name, version, schema_text, [c.value for c in caps], meta_json, fingerprint, time.time(), response_text
+        )
         status = await self.store.add_protocol(row)
         if status == "unchanged":
             message = f"{name} {version} was already registered with this exact definition; nothing changed"
@@ -338,6 +346,7 @@ class Broker:
                     schema=json.loads(r.schema),
                     capabilities=[Capability(c) for c in r.capabilities],
                     metadata=ProtocolMetadata(**r.metadata),
+                    response_schema=json.loads(r.response_schema) if r.response_schema else None,
                     registered_at=iso(r.registered_at),
                 )
                 for r in page
@@ -516,6 +525,8 @@ class Broker:
         priority: str = "normal",
         ttl_seconds: float | None = None,
         idempotency_key: str | None = None,
+        *,
+        kind: str = "message",
     ) -> SendResult:
         me = self._require_session()
         recipient = await self._peer(to)
@@ -529,14 +540,18 @@ class Broker:
         if their_range is None or not their_range.contains(version):
             accepts = f"accepts {their_range}" if their_range else "does not speak it"
             raise NotAccepted(f"{recipient.name} does not accept {protocol} {version}; it {accepts}")
-        if Capability.point_to_point not in proto.capabilities:
-            raise CapabilityNotSupported(f"{protocol} {version} does not allow point_to_point; use broadcast")
+        needed = Capability.request_response if kind == "request" else Capability.point_to_point
+        if needed not in proto.capabilities:
+            raise CapabilityNotSupported(
+                f"{protocol} {version} does not allow {needed.value}; it allows {', '.join(proto.capabilities)}"
+            )
         payload_text = self._check_payload(proto, payload)
         now = time.time()
         message = NewMessage(
             id=str(uuid.uuid4()),
             sender_id=me,
             broadcast=False,
+            kind=kind,
             protocol=protocol,
             version=version,
             payload=payload_text,
@@ -675,8 +690,7 @@ class Broker:
         me = self._require_session()
         if not 1 <= max_messages <= 100:
             raise InvalidArgument("max_messages must be between 1 and 100")
-        if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
-            raise InvalidArgument(f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS:.0f}")
+        _check_wait(wait_seconds, "wait_seconds")
         if not 1 <= lease_seconds <= 3600:
             raise InvalidArgument("lease_seconds must be between 1 and 3600")
         if protocol is not None:
@@ -801,6 +815,89 @@ class Broker:
             )
         return MessageStatusResult(messages=result)
 
+    # --- request / reply -------------------------------------------------------------------------
+
+    async def request(
+        self,
+        to: str,
+        protocol: str,
+        payload: Any,
+        timeout_seconds: float = 30.0,
+        version: str | None = None,
+    ) -> RequestResult:
+        """Send a request and wait for its reply; on timeout, ``await_reply`` picks up the wait later."""
+        _check_wait(timeout_seconds, "timeout_seconds")
+        sent = await self.send(to, protocol, payload, version, kind="request")
+        return await self._wait_reply(sent.message_id, sent.recipient, timeout_seconds)
+
+    async def await_reply(self, request_id: str, timeout_seconds: float = 30.0) -> RequestResult:
+        me = self._require_session()
+        _check_wait(timeout_seconds, "timeout_seconds")
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 64 or not await self.store.sent_request(
+            me, request_id
+        ):
+            raise UnknownMessage(f"you sent no request with id {str(request_id)[:64]!r}")
+        return await self._wait_reply(request_id, None, timeout_seconds)
+
+    async def _wait_reply(self, request_id: str, recipient: str | None, timeout: float) -> RequestResult:
+        me = self._require_session()
+        deadline = time.monotonic() + timeout
+        while True:
+            ticket = self.doorbell.ticket()
+            row = await self.store.take_reply(me, request_id, time.time())
+            remaining = deadline - time.monotonic()
+            if row is not None or remaining <= 0:
+                return RequestResult(
+                    request_id=request_id,
+                    status="answered" if row else "pending",
+                    reply=_received(row) if row else None,
+                    message=(
+                        "the reply is in `reply`"
+                        if row
+                        else f"no reply yet; call await_reply(request_id={request_id!r}) to keep waiting"
+                    ),
+                )
+            await self.doorbell.wait(ticket, min(remaining, RECHECK_SECONDS))
+
+    async def reply(self, message_id: str, payload: Any) -> ReplyResult:
+        """Answer a request this session received: validated, routed to the requester, the request acked."""
+        me = self._require_session()
+        (request_id,) = _message_ids([message_id])
+        request = await self.store.request_for_reply(me, request_id)
+        if request is None:
+            raise UnknownMessage(f"no message {request_id!r} in your inbox; reply answers requests you received")
+        if request.kind != "request":
+            raise InvalidArgument(f"message {request_id} is a {request.kind}, not a request; use send to answer it")
+        if request.attempts == 0:
+            raise InvalidArgument(f"receive request {request_id} before replying to it")
+        proto = await self._protocol(request.protocol, request.sent_version)
+        limits: dict[str, Any] = dict(
+            what="reply payload", max_bytes=self.limits.max_payload_bytes, max_depth=self.limits.max_depth
+        )
+        payload_text = schemas.check_json_value(payload, **limits)
+        if proto.response_schema is not None:
+            validator = self._validators.get((proto.name, f"{proto.version}#response"), proto.response_schema)
+            schemas.validate_payload(validator, payload, self.limits)
+        requester = await self._peer(request.sender_id)
+        now = time.time()
+        message = NewMessage(
+            id=str(uuid.uuid4()),
+            sender_id=me,
+            broadcast=False,
+            kind="reply",
+            protocol=proto.name,
+            version=proto.version,
+            payload=payload_text,
+            priority=Priority.high.rank,
+            created_at=now,
+            correlation_id=request_id,
+        )
+        if not await self.store.reply(me, request_id, message, Target(requester.id)):
+            raise InvalidArgument(f"request {request_id} was already answered or acked; a request gets one reply")
+        self.doorbell.ring(requester.bell)
+        status = "delivered" if self.status_of(requester, now) is SessionStatus.active else "queued"
+        return ReplyResult(message_id=message.id, request_id=request_id, recipient=requester.name, status=status)
+
     async def peek_inbox(self, limit: int = 20) -> list[ReceivedMessage]:
         """This session's waiting messages, without leasing them (the ``broker://inbox`` resource)."""
         me = self._require_session()
@@ -870,10 +967,18 @@ def _received(row: InboxRow) -> ReceivedMessage:
         delivery_attempt=max(row.attempts, 1),
         lease_expires_at=iso(row.visible_at) or "",
         broadcast=row.broadcast,
+        kind=row.kind,
+        sent_version=row.sent_version if row.sent_version != row.version else None,
+        adapted_via=row.adapted_via.split(">") if row.adapted_via else None,
         correlation_id=row.correlation_id,
         reply_to=row.reply_to,
         expires_at=iso(row.expires_at),
     )
+
+
+def _check_wait(seconds: float, what: str) -> None:
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise InvalidArgument(f"{what} must be between 0 and {MAX_WAIT_SECONDS:.0f}; call again to wait longer")
 
 
 def _expiry(now: float, ttl_seconds: float | None) -> float | None:

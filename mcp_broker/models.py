@@ -73,6 +73,7 @@ class ProtocolInfo(Value):
     json_schema: dict[str, Any] = Field(alias="schema")
     capabilities: list[Capability]
     metadata: ProtocolMetadata
+    response_schema: dict[str, Any] | None = Field(default=None, description="what replies must match")
     registered_at: str | None = None
 
 
@@ -208,6 +209,11 @@ class ReceivedMessage(Value):
     delivery_attempt: int = Field(description="1 the first time; higher when redelivered after a lease ran out")
     lease_expires_at: str
     broadcast: bool
+    kind: str = Field(default="message", description="`message`, `request` (answer it with reply) or `reply`")
+    sent_version: str | None = Field(
+        default=None, description="the version it was sent in, when an adapter transformed it for you"
+    )
+    adapted_via: list[str] | None = Field(default=None, description="the versions the payload was adapted through")
     correlation_id: str | None = None
     reply_to: str | None = None
     expires_at: str | None = None
@@ -278,3 +284,17 @@ class MessageStatus(Value):
 
 class MessageStatusResult(Value):
     messages: list[MessageStatus]
+
+
+class RequestResult(Value):
+    request_id: str
+    status: str = Field(description="`answered` (see reply) or `pending` (call await_reply to keep waiting)")
+    reply: ReceivedMessage | None = None
+    message: str
+
+
+class ReplyResult(Value):
+    message_id: str
+    request_id: str
+    recipient: str
+    status: str = Field(description="`delivered` (requester active) or `queued`")

@@ -37,6 +37,8 @@ from .models import (
     ProtocolSpec,
     ReceiveResult,
     RegisterResult,
+    ReplyResult,
+    RequestResult,
     RequeueResult,
     SendResult,
 )
@@ -56,7 +58,9 @@ mcp-broker lets you exchange typed messages with other AI agents on this machine
 5. receive(wait_seconds=30) waits for messages; process each one, then ack(message_ids).
    Messages you do not ack come back after their lease (delivery_attempt goes up), so ack what you handled;
    release(message_ids) hands one back at once if you cannot handle it now.
-6. message_status(message_ids) tells you whether what you sent was received and acked;
+6. request(to, protocol, payload) asks and waits for a typed answer; whoever receives a message with
+   kind `request` answers it with reply(message_id, payload).
+7. message_status(message_ids) tells you whether what you sent was received and acked;
    list_dead_letters / replay_dead_letters show and retry messages to you that were given up on.
 Errors start with a stable CODE such as NOT_CONNECTED or UNKNOWN_SESSION, followed by what to do.
 """
@@ -142,13 +146,17 @@ def build_server(broker: Broker) -> FastMCP:
             list[CapabilityName], Field(min_length=1, max_length=4, description="how messages may be sent")
         ],
         metadata: ProtocolMetadata | None = None,
+        response_schema: Annotated[
+            dict[str, Any] | None,
+            Field(description="for request_response protocols: the JSON Schema replies must match"),
+        ] = None,
     ) -> RegisterResult:
         """Register a typed message protocol: a name, a semantic version and a JSON Schema for payloads.
 
         (name, version) is immutable: registering the identical definition again changes nothing; a
         different definition needs a new version. Works without a session."""
         return await broker.register_protocol(
-            name, version, schema, capabilities, metadata.model_dump() if metadata else None
+            name, version, schema, capabilities, metadata.model_dump() if metadata else None, response_schema
         )
 
     @tool(title="Discover protocols", read_only=True)
@@ -313,6 +321,34 @@ def build_server(broker: Broker) -> FastMCP:
     ) -> RequeueResult:
         """Queue dead letters again for yourself with a fresh attempt count and no expiry."""
         return await broker.replay_dead_letters(message_ids)
+
+    @tool(title="Ask and wait for the answer")
+    async def request(
+        to: SessionRef,
+        protocol: ProtocolName,
+        payload: Annotated[Any, Field(description="the request; must match the protocol version's schema")],
+        timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="how long to wait now")] = 30,
+        version: Version | None = None,
+    ) -> RequestResult:
+        """Send a request (protocol needs request_response) and wait for the reply, validated against its
+        response_schema. If it does not come in time, status is `pending`: call await_reply later."""
+        return await broker.request(to, protocol, payload, timeout_seconds, version)
+
+    @tool(title="Keep waiting for a reply", read_only=False)
+    async def await_reply(
+        request_id: MessageId,
+        timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS)] = 30,
+    ) -> RequestResult:
+        """Wait again for the reply to a request you sent earlier (also after reconnecting)."""
+        return await broker.await_reply(request_id, timeout_seconds)
+
+    @tool(title="Answer a request")
+    async def reply(
+        message_id: Annotated[MessageId, Field(description="the request's message_id, as receive returned it")],
+        payload: Annotated[Any, Field(description="the answer; must match the protocol's response_schema")],
+    ) -> ReplyResult:
+        """Answer a request you received; the reply goes to the requester and the request is acked with it."""
+        return await broker.reply(message_id, payload)
 
     # --- resources ---------------------------------------------------------------------------------
 

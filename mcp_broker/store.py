@@ -115,6 +115,7 @@ class NewMessage:
     correlation_id: str | None = None
     reply_to: str | None = None
     idempotency_key: str | None = None
+    kind: str = "message"
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class InboxRow:
     sender_id: str
     sender_name: str
     broadcast: bool
+    kind: str
     protocol: str
     version: str
     payload: str
@@ -146,6 +148,7 @@ class InboxRow:
             sender_id=row["sender_id"],
             sender_name=row["sender_name"] or row["sender_id"],
             broadcast=bool(row["broadcast"]),
+            kind=row["kind"],
             protocol=row["protocol"],
             version=row["version"],
             payload=row["payload"],
@@ -248,7 +251,7 @@ class EnqueueOutcome:
 # --- the store -----------------------------------------------------------------------------------
 
 _MESSAGE_COLUMNS = """
-    d.message_id, m.sender_id, s.name AS sender_name, m.broadcast, m.protocol,
+    d.message_id, m.sender_id, s.name AS sender_name, m.broadcast, m.kind, m.protocol,
     COALESCE(d.version, m.version) AS version, COALESCE(d.payload, m.payload) AS payload,
     m.version AS sent_version, d.adapted_via, d.priority, m.created_at, d.expires_at, m.correlation_id,
     m.reply_to, d.attempts, d.visible_at, d.state, d.reason, d.updated_at
@@ -609,46 +612,122 @@ class SqliteStore:
                 else:
                     reached.append(target)
             result = result_for(tuple(t.recipient_id for t in reached))
-            db.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message.id,
-                    message.sender_id,
-                    int(message.broadcast),
-                    message.protocol,
-                    message.version,
-                    message.payload,
-                    message.correlation_id,
-                    message.reply_to,
-                    message.priority,
-                    message.created_at,
-                    message.expires_at,
-                    message.idempotency_key,
-                    json.dumps(result),
-                ),
-            )
-            db.executemany(
-                """INSERT INTO deliveries (message_id, recipient_id, protocol, priority, expires_at,
-                   visible_at, updated_at, version, payload, adapted_via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [
-                    (
-                        message.id,
-                        t.recipient_id,
-                        message.protocol,
-                        message.priority,
-                        message.expires_at,
-                        message.created_at,
-                        message.created_at,
-                        t.version,
-                        t.payload,
-                        t.adapted_via,
-                    )
-                    for t in reached
-                ],
-            )
+            self._insert_message(db, message, json.dumps(result))
+            self._insert_deliveries(db, message, reached)
             return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full))
 
         return await self._tx(run)
+
+    @staticmethod
+    def _insert_message(db: sqlite3.Connection, message: NewMessage, result: str | None) -> None:
+        db.execute(
+            """INSERT INTO messages (id, sender_id, broadcast, kind, protocol, version, payload, correlation_id,
+               reply_to, priority, created_at, expires_at, idempotency_key, result)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                message.id,
+                message.sender_id,
+                int(message.broadcast),
+                message.kind,
+                message.protocol,
+                message.version,
+                message.payload,
+                message.correlation_id,
+                message.reply_to,
+                message.priority,
+                message.created_at,
+                message.expires_at,
+                message.idempotency_key,
+                result,
+            ),
+        )
+
+    @staticmethod
+    def _insert_deliveries(db: sqlite3.Connection, message: NewMessage, targets: Sequence[Target]) -> None:
+        db.executemany(
+            """INSERT INTO deliveries (message_id, recipient_id, protocol, priority, expires_at,
+               visible_at, updated_at, version, payload, adapted_via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                (
+                    message.id,
+                    t.recipient_id,
+                    message.protocol,
+                    message.priority,
+                    message.expires_at,
+                    message.created_at,
+                    message.created_at,
+                    t.version,
+                    t.payload,
+                    t.adapted_via,
+                )
+                for t in targets
+            ],
+        )
+
+    async def request_for_reply(self, recipient_id: str, message_id: str) -> InboxRow | None:
+        """A request this recipient received, for ``reply`` to answer."""
+
+        def run(db: sqlite3.Connection) -> InboxRow | None:
+            row = db.execute(
+                f"""SELECT {_MESSAGE_COLUMNS} FROM deliveries d
+                    JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                    WHERE d.recipient_id = ? AND d.message_id = ?""",
+                (recipient_id, message_id),
+            ).fetchone()
+            return None if row is None else InboxRow.from_row(row)
+
+        return await self._tx(run, write=False)
+
+    async def reply(self, recipient_id: str, request_id: str, message: NewMessage, target: Target) -> bool:
+        """Store the reply to the requester and ack the request, in one transaction.
+
+        False (nothing stored) when the request was acked already: a request is answered once.
+        """
+
+        def run(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                """UPDATE deliveries SET state = 'acked', acked_at = :now, updated_at = :now
+                   WHERE recipient_id = :r AND message_id = :m AND state IN ('queued', 'leased', 'dead_lettered')""",
+                {"now": message.created_at, "r": recipient_id, "m": request_id},
+            )
+            if cur.rowcount != 1:
+                return False
+            self._insert_message(db, message, None)
+            self._insert_deliveries(db, message, [target])
+            return True
+
+        return await self._tx(run)
+
+    async def take_reply(self, requester_id: str, request_id: str, now: float) -> InboxRow | None:
+        """The reply to this request, if it has come: handed over and acked at once."""
+
+        def run(db: sqlite3.Connection) -> InboxRow | None:
+            row = db.execute(
+                f"""SELECT d.seq, {_MESSAGE_COLUMNS} FROM deliveries d
+                    JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                    WHERE d.recipient_id = ? AND m.correlation_id = ? AND m.kind = 'reply'
+                    AND d.state IN ('queued', 'leased') ORDER BY d.seq LIMIT 1""",
+                (requester_id, request_id),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                """UPDATE deliveries SET state = 'acked', attempts = attempts + 1, acked_at = ?, updated_at = ?
+                   WHERE seq = ?""",
+                (now, now, row["seq"]),
+            )
+            return dataclasses.replace(InboxRow.from_row(row), attempts=row["attempts"] + 1, state="acked")
+
+        return await self._tx(run)
+
+    async def sent_request(self, sender_id: str, request_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND sender_id = ? AND kind = 'request'", (request_id, sender_id)
+            ).fetchone()
+            return row is not None
+
+        return await self._tx(run, write=False)
 
     async def has_ready(self, recipient_id: str, now: float, protocol: str | None) -> bool:
         """A read-only check, so an idle long-poll never takes the write lock."""

@@ -41,6 +41,7 @@ CREATE TABLE messages (
     id              TEXT PRIMARY KEY,
     sender_id       TEXT NOT NULL,
     broadcast       INTEGER NOT NULL DEFAULT 0,
+    kind            TEXT NOT NULL DEFAULT 'message',   -- message | request | reply
     protocol        TEXT NOT NULL,
     version         TEXT NOT NULL,
     payload         TEXT NOT NULL,
