@@ -699,16 +699,14 @@ class Broker:
         while True:
             ticket = self.doorbell.ticket()
             now = time.time()
-            rows: list[InboxRow] = []
-            if await self.store.has_ready(me, now, protocol):
-                rows = await self.store.lease(
-                    me,
-                    limit=max_messages,
-                    lease_seconds=lease_seconds,
-                    now=now,
-                    max_attempts=self.settings.max_attempts,
-                    protocol=protocol,
-                )
+            rows = await self.store.lease(
+                me,
+                limit=max_messages,
+                lease_seconds=lease_seconds,
+                now=now,
+                max_attempts=self.settings.max_attempts,
+                protocol=protocol,
+            )
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 return ReceiveResult(messages=[_received(r) for r in rows])

@@ -729,18 +729,14 @@ class SqliteStore:
 
         return await self._tx(run, write=False)
 
-    async def has_ready(self, recipient_id: str, now: float, protocol: str | None) -> bool:
-        """A read-only check, so an idle long-poll never takes the write lock."""
-
-        def run(db: sqlite3.Connection) -> bool:
-            sql = "SELECT 1 FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased') AND visible_at <= ?"
-            args: list[Any] = [recipient_id, now]
-            if protocol is not None:
-                sql += " AND protocol = ?"
-                args.append(protocol)
-            return db.execute(sql + " LIMIT 1", args).fetchone() is not None
-
-        return await self._tx(run, write=False)
+    @staticmethod
+    def _has_ready(db: sqlite3.Connection, recipient_id: str, now: float, protocol: str | None) -> bool:
+        sql = "SELECT 1 FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased') AND visible_at <= ?"
+        args: list[Any] = [recipient_id, now]
+        if protocol is not None:
+            sql += " AND protocol = ?"
+            args.append(protocol)
+        return db.execute(sql + " LIMIT 1", args).fetchone() is not None
 
     async def lease(
         self,
@@ -787,7 +783,19 @@ class SqliteStore:
             )
             return [dataclasses.replace(InboxRow.from_row(r), attempts=r["attempts"] + 1, visible_at=until) for r in rows]
 
-        return await self._tx(run)
+        def check_then_lease() -> list[InboxRow]:
+            # An autocommit read first, in the same thread hand-off: an empty inbox (the common case
+            # for a long-poll) never takes the write lock.
+            if not self._retrying(self._has_ready, recipient_id, now, protocol, write=False):
+                return []
+            return self._retrying(run, write=True)
+
+        if self._conn is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            return await self._conn._execute(check_then_lease)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
 
     async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, str]:
         """Ack this recipient's deliveries: the outcome per id; if any id is not theirs, only those
