@@ -127,7 +127,7 @@ class Broker:
     @contextlib.asynccontextmanager
     async def running(cls, settings: Settings) -> AsyncIterator[Broker]:
         """Open the store, listen for doorbells and heartbeat; on exit end the session cleanly."""
-        store = SqliteStore(settings.db, durability=settings.durability)
+        store = SqliteStore(settings.db, durability=settings.durability, busy_budget=settings.lock_timeout)
         await store.open()
         broker = cls(store, settings)
         broker.doorbell.open()

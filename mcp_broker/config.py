@@ -37,6 +37,7 @@ class Settings:
     max_schema_bytes: int = 64 * 1024
     max_depth: int = 64
     retention_days: float = 7.0
+    lock_timeout: float = 10.0
     log_level: str = "INFO"
 
 
@@ -53,6 +54,7 @@ FIELDS: dict[str, tuple[type, str]] = {
     "max_schema_bytes": (int, "largest protocol schema, serialized as JSON"),
     "max_depth": (int, "deepest JSON nesting accepted in payloads and schemas"),
     "retention_days": (float, "days to keep acked messages and long-disconnected sessions"),
+    "lock_timeout": (float, "seconds a call waits for a database locked by others before STORE_BUSY"),
     "log_level": (str, "stderr log level: DEBUG, INFO, WARNING, ERROR"),
 }
 

@@ -240,6 +240,17 @@ class StatusRow:
 
 
 @dataclass(frozen=True)
+class SendContext:
+    """Everything ``send`` needs to decide, read in one transaction."""
+
+    sender: SessionRow | None
+    recipient: SessionRow | None
+    versions: list[str]
+    agreed: str | None
+    adapters: list[AdapterRow]
+
+
+@dataclass(frozen=True)
 class EnqueueOutcome:
     """What one send or broadcast transaction did."""
 
@@ -268,7 +279,7 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 class SqliteStore:
     """The embedded store: one SQLite file in WAL mode shared by every broker process on the machine."""
 
-    def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 20.0) -> None:
+    def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:
         self.path = Path(path)
         self.durability = durability
         self.busy_budget = busy_budget
@@ -371,7 +382,7 @@ class SqliteStore:
                     raise self._unavailable(exc) from exc
                 if time.monotonic() > deadline:
                     raise StoreBusy(
-                        f"the database stayed locked for {self.busy_budget:.0f} s; another program may hold it. Retry shortly."
+                        f"the database stayed locked for {self.busy_budget:g} s; another program may hold it. Retry shortly."
                     ) from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.01)
@@ -532,6 +543,32 @@ class SqliteStore:
                 (ref, ref),
             ).fetchone()
             return None if row is None else SessionRow.from_row(row)
+
+        return await self._tx(run, write=False)
+
+    async def send_context(self, sender_id: str, recipient_ref: str, protocol: str) -> SendContext:
+        def run(db: sqlite3.Connection) -> SendContext:
+            sender = db.execute("SELECT * FROM sessions WHERE id = ?", (sender_id,)).fetchone()
+            recipient = db.execute(
+                f"SELECT *, ({_DEPTH_SQL}) AS queue_depth FROM sessions WHERE name = ? OR id = ? LIMIT 1",
+                (recipient_ref, recipient_ref),
+            ).fetchone()
+            known = [r[0] for r in db.execute("SELECT version FROM protocols WHERE name = ?", (protocol,))]
+            agreed = None
+            if recipient is not None:
+                row = db.execute(
+                    "SELECT version FROM agreements WHERE session_id = ? AND peer_id = ? AND protocol = ?",
+                    (sender_id, recipient["id"], protocol),
+                ).fetchone()
+                agreed = row[0] if row else None
+            adapters = [AdapterRow.from_row(r) for r in db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))]
+            return SendContext(
+                sender=SessionRow.from_row(sender) if sender else None,
+                recipient=SessionRow.from_row(recipient) if recipient else None,
+                versions=known,
+                agreed=agreed,
+                adapters=adapters,
+            )
 
         return await self._tx(run, write=False)
 
