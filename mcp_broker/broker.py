@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Any
 
 import anyio
 
-from . import procs, schemas, versions
+from . import adapters, procs, routing, schemas, versions
 from .config import Settings
 from .doorbell import Doorbell
 from .errors import (
@@ -32,8 +33,10 @@ from .errors import (
     InvalidCursor,
     NameTaken,
     NoCommonVersion,
-    NotAccepted,
     NotConnected,
+    PayloadInvalid,
+    TooLarge,
+    TransformFailed,
     UnknownMessage,
     UnknownProtocol,
     UnknownSession,
@@ -41,9 +44,13 @@ from .errors import (
 from .models import (
     AckOutcome,
     AckResult,
+    AdaptedRoute,
+    AdapterInfo,
     BroadcastRecipient,
     BroadcastResult,
     Capability,
+    CompatibilityMatrix,
+    CompatibilityPair,
     ConnectResult,
     DeadLetter,
     DeadLettersResult,
@@ -56,6 +63,7 @@ from .models import (
     MessageStatusResult,
     NegotiateResult,
     Priority,
+    ProtocolCompatibility,
     ProtocolInfo,
     ProtocolMetadata,
     ProtocolSpec,
@@ -73,7 +81,7 @@ from .models import (
     Unsupported,
     iso,
 )
-from .store import InboxRow, NewMessage, ProtocolRow, SessionRow, SqliteStore, StatusRow, Target
+from .store import AdapterRow, InboxRow, NewMessage, ProtocolRow, SessionRow, SqliteStore, StatusRow, Target
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +106,9 @@ def check_short_texts(values: Sequence[str], what: str, limit: int = 64) -> list
         raise InvalidArgument(f"at most {limit} {what} are allowed, got {len(values)}")
     for value in values:
         if not isinstance(value, str) or not SHORT_TEXT_RE.fullmatch(value):
-            raise InvalidArgument(f"{what} must be 1-64 printable characters each; {str(value)[:40]!r} is not")
+            raise InvalidArgument(
+                f"{what} must be 1-64 printable characters each; {str(value)[:40]!r} is not"
+            )
     return list(dict.fromkeys(values))
 
 
@@ -119,6 +129,7 @@ class Broker:
         self.session_id: str | None = None
         self.session_name: str | None = None
         self._protocols: dict[tuple[str, str], ProtocolRow] = {}  # immutable once registered
+        self._adapters: dict[tuple[str, str, str], AdapterRow] = {}  # immutable too
         self._validators = schemas.SchemaCache()
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -214,8 +225,7 @@ class Broker:
         )
 
     async def _peer(self, ref: str) -> SessionRow:
-        if not isinstance(ref, str) or not 0 < len(ref) <= 64:
-            raise InvalidArgument("a session is named by its name or its session_id (1-64 characters)")
+        _check_ref(ref)
         row = await self.store.find_session(ref)
         if row is None:
             raise UnknownSession(f"no session named {ref[:64]!r}; list_sessions shows who is there")
@@ -272,7 +282,9 @@ class Broker:
         versions.check_protocol_name(name)
         versions.parse_version(version)
         schema_text = schemas.check_schema(schema, self.limits)
-        response_text = schemas.check_schema(response_schema, self.limits) if response_schema is not None else None
+        response_text = (
+            schemas.check_schema(response_schema, self.limits) if response_schema is not None else None
+        )
         try:
             caps = sorted({Capability(c) for c in capabilities})
         except ValueError as exc:
@@ -280,17 +292,30 @@ class Broker:
                 f"unknown capability; choose from {', '.join(c.value for c in Capability)}"
             ) from exc
         if not caps:
-            raise InvalidArgument("capabilities must name at least one of " + ", ".join(c.value for c in Capability))
+            raise InvalidArgument(
+                "capabilities must name at least one of " + ", ".join(c.value for c in Capability)
+            )
         if response_text is not None and Capability.request_response not in caps:
-            raise InvalidArgument("response_schema needs the request_response capability; add it or drop the schema")
+            raise InvalidArgument(
+                "response_schema needs the request_response capability; add it or drop the schema"
+            )
         meta = ProtocolMetadata.model_validate(metadata or {})
         check_short_texts(meta.tags, "tags")
         meta_json = meta.model_dump(exclude_none=True)
         fingerprint = hashlib.sha256(
-            json.dumps([schema_text, [c.value for c in caps], meta_json, response_text], sort_keys=True).encode()
+            json.dumps(
+                [schema_text, [c.value for c in caps], meta_json, response_text], sort_keys=True
+            ).encode()
         ).hexdigest()
         row = ProtocolRow(
-            name, version, schema_text, [c.value for c in caps], meta_json, fingerprint, time.time(), response_text
+            name,
+            version,
+            schema_text,
+            [c.value for c in caps],
+            meta_json,
+            fingerprint,
+            time.time(),
+            response_text,
         )
         status = await self.store.add_protocol(row)
         if status == "unchanged":
@@ -298,6 +323,74 @@ class Broker:
         else:
             message = f"registered {name} {version}"
         return RegisterResult(name=name, version=version, status=status, message=message)
+
+    async def register_adapter(
+        self, protocol: str, from_version: str, to_version: str, steps: Sequence[dict[str, Any]]
+    ) -> RegisterResult:
+        """Store a declarative transformation between two registered versions of one protocol."""
+        versions.check_protocol_name(protocol)
+        versions.parse_version(from_version)
+        versions.parse_version(to_version)
+        if from_version == to_version:
+            raise InvalidArgument("from_version and to_version must differ")
+        schemas.check_json_value(
+            list(steps), what="steps", max_bytes=self.limits.max_schema_bytes, max_depth=self.limits.max_depth
+        )
+        parsed = adapters.parse_steps(list(steps))
+        source = await self._protocol(protocol, from_version)
+        target = await self._protocol(protocol, to_version)
+        adapters.check_adapter(parsed, json.loads(source.schema), json.loads(target.schema), self.limits)
+        dumped = adapters.dump_steps(parsed)
+        fingerprint = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
+        status = await self.store.add_adapter(
+            AdapterRow(protocol, from_version, to_version, dumped, fingerprint, time.time())
+        )
+        label = f"adapter {protocol} {from_version} -> {to_version}"
+        return RegisterResult(
+            name=protocol,
+            version=f"{from_version}->{to_version}",
+            status=status,
+            message=f"{label} was already registered with these steps"
+            if status == "unchanged"
+            else f"registered {label}",
+        )
+
+    async def compatibility_matrix(self, protocol: str | None = None) -> CompatibilityMatrix:
+        """Across live sessions: which pairs can talk directly, through adapters, or not at all."""
+        self._require_session()
+        if protocol is not None:
+            versions.check_protocol_name(protocol)
+        now = time.time()
+        live = [
+            r
+            for r in await self.store.list_sessions()
+            if self.status_of(r, now) is not SessionStatus.disconnected
+        ]
+        names = sorted({p["name"] for r in live for p in r.protocols} if protocol is None else {protocol})
+        tables = []
+        for name in names:
+            speakers = [(r, rng) for r in live if (rng := self._range(r, name)) is not None]
+            known = await self.store.protocol_versions(name)
+            edges = [(a.from_version, a.to_version) for a in await self.store.list_adapters(name)]
+            pairs = []
+            for sender, mine in speakers:
+                for recipient, theirs in speakers:
+                    if sender.id == recipient.id:
+                        continue
+                    best = versions.highest_common(known, mine, theirs)
+                    route = None if best else routing.sending_version(known, mine, theirs, edges)
+                    pairs.append(
+                        CompatibilityPair(
+                            sender=sender.name,
+                            recipient=recipient.name,
+                            mode="direct" if best else "adapted" if route else "none",
+                            path=[best] if best else route.path if route else [],
+                        )
+                    )
+            tables.append(
+                ProtocolCompatibility(protocol=name, sessions=[r.name for r, _ in speakers], pairs=pairs)
+            )
+        return CompatibilityMatrix(protocols=tables)
 
     async def discover_protocols(
         self,
@@ -338,6 +431,13 @@ class Broker:
         rows.sort(key=lambda r: r.name)
         page = rows[offset : offset + limit]
         more = offset + limit < len(rows)
+        links: dict[tuple[str, str], list[AdapterInfo]] = {}
+        for adapter in await self.store.list_adapters(name) if page else []:
+            info = AdapterInfo(
+                from_version=adapter.from_version, to_version=adapter.to_version, steps=adapter.steps
+            )
+            for version in {adapter.from_version, adapter.to_version}:
+                links.setdefault((adapter.protocol, version), []).append(info)
         return DiscoverResult(
             protocols=[
                 ProtocolInfo(
@@ -347,6 +447,7 @@ class Broker:
                     capabilities=[Capability(c) for c in r.capabilities],
                     metadata=ProtocolMetadata(**r.metadata),
                     response_schema=json.loads(r.response_schema) if r.response_schema else None,
+                    adapters=links.get((r.name, r.version), []),
                     registered_at=iso(r.registered_at),
                 )
                 for r in page
@@ -376,10 +477,14 @@ class Broker:
             versions.check_protocol_name(spec.name)
             versions.parse_range(spec.versions)
             if spec.name in seen:
-                raise InvalidArgument(f"protocol {spec.name!r} is listed twice; give one version range per protocol")
+                raise InvalidArgument(
+                    f"protocol {spec.name!r} is listed twice; give one version range per protocol"
+                )
             seen.add(spec.name)
         feature_list = check_short_texts(features or [], "features")
-        meta_text = schemas.check_json_value(metadata or {}, what="metadata", max_bytes=16 * 1024, max_depth=8)
+        meta_text = schemas.check_json_value(
+            metadata or {}, what="metadata", max_bytes=16 * 1024, max_depth=8
+        )
         fields = {
             "protocols": json.dumps([s.model_dump() for s in specs]),
             "features": json.dumps(feature_list),
@@ -404,7 +509,9 @@ class Broker:
         )
         self.session_id, self.session_name = row.id, row.name
         if resumed:
-            message = f"resumed session {name!r} with {row.queue_depth} waiting messages; call receive to get them"
+            message = (
+                f"resumed session {name!r} with {row.queue_depth} waiting messages; call receive to get them"
+            )
         else:
             message = f"connected as {name!r}; call receive(wait_seconds=30) to wait for messages"
         return ConnectResult(
@@ -457,16 +564,33 @@ class Broker:
             versions.check_protocol_name(name)
 
         agreed: dict[str, str] = {}
+        adapted: list[AdaptedRoute] = []
+        remembered: list[tuple[str, str, str, str]] = []  # (sender, recipient, protocol, version)
         reasons: list[str] = []
         for name in sorted(my_specs.keys() & their_specs.keys()):
             known = await self.store.protocol_versions(name)
             best = versions.highest_common(known, my_specs[name], their_specs[name])
             if best is not None:
                 agreed[name] = best
+                remembered += [(my_id, theirs.id, name, best), (theirs.id, my_id, name, best)]
+                continue
+            edges = [(a.from_version, a.to_version) for a in await self.store.list_adapters(name)]
+            out = routing.sending_version(known, my_specs[name], their_specs[name], edges)
+            back = routing.sending_version(known, their_specs[name], my_specs[name], edges)
+            for route, direction, sender, receiver in (
+                (out, "to_peer", my_id, theirs.id),
+                (back, "from_peer", theirs.id, my_id),
+            ):
+                if route is not None:
+                    adapted.append(AdaptedRoute(protocol=name, direction=direction, path=route.path))
+                    remembered.append((sender, receiver, name, route.sent))
+            if out is not None and back is not None:
+                agreed[name] = out.sent
             elif name in required or not required:
                 reasons.append(
                     f"{name}: no registered version ({', '.join(versions.sort_versions_desc(known)) or 'none'}) "
-                    f"is accepted by both you ({my_specs[name]}) and {theirs.name} ({their_specs[name]})"
+                    f"is accepted by both you ({my_specs[name]}) and {theirs.name} ({their_specs[name]}), and "
+                    f"adapters bridge {'only one way' if out or back else 'neither way'}"
                 )
         for name in required:
             if name not in my_specs:
@@ -476,16 +600,21 @@ class Broker:
         if not required and not agreed and not reasons:
             reasons.append(f"you and {theirs.name} have no protocol in common")
         compatible = all(name in agreed for name in required) if required else bool(agreed) and not reasons
-        if agreed:
-            await self.store.save_agreements(my_id, theirs.id, agreed, time.time())
-        unsupported = [Unsupported(protocol=n, side="mine") for n in sorted(my_specs.keys() - their_specs.keys())]
-        unsupported += [Unsupported(protocol=n, side="theirs") for n in sorted(their_specs.keys() - my_specs.keys())]
+        if remembered:
+            await self.store.save_agreements(remembered, time.time())
+        unsupported = [
+            Unsupported(protocol=n, side="mine") for n in sorted(my_specs.keys() - their_specs.keys())
+        ]
+        unsupported += [
+            Unsupported(protocol=n, side="theirs") for n in sorted(their_specs.keys() - my_specs.keys())
+        ]
         my_features, their_features = set(mine.features), set(theirs.features)
         return NegotiateResult(
             peer=theirs.name,
             peer_id=theirs.id,
             compatible=compatible,
             agreed=agreed,
+            adapted=adapted,
             unsupported=unsupported,
             features=FeatureComparison(
                 common=sorted(my_features & their_features),
@@ -497,22 +626,31 @@ class Broker:
 
     # --- messages ----------------------------------------------------------------------------------
 
-    async def _choose_version(self, me: str, sender: SessionRow | None, recipient: SessionRow, protocol: str) -> str:
-        known = await self._versions_of(protocol)
-        their_range = self._range(recipient, protocol)
-        if their_range is None:
-            raise NotAccepted(f"{recipient.name} does not speak {protocol!r}; negotiate to see what it speaks")
-        agreed = await self.store.agreed_version(me, recipient.id, protocol)
-        if agreed is not None and their_range.contains(agreed):
-            return agreed
-        my_range = self._range(sender, protocol) if sender is not None else None
-        best = versions.highest_common(known, their_range, *([my_range] if my_range else []))
-        if best is None:
-            raise NoCommonVersion(
-                f"no registered version of {protocol!r} ({', '.join(versions.sort_versions_desc(known))}) is accepted "
-                f"by {recipient.name} ({their_range})" + (f" and by you ({my_range})" if my_range else "")
-            )
-        return best
+    async def _adapt(
+        self, proto: ProtocolRow, route: routing.Route, payload: Any, recipient: str
+    ) -> Target | None:
+        """The payload transformed along the route and checked against the delivered version's schema."""
+        if not route.adapted:
+            return None
+        steps = [adapters.parse_steps((await self._adapter(proto.name, a, b)).steps) for a, b in route.hops]
+        labels = [f"{proto.name} {a} -> {b}" for a, b in route.hops]
+        adapted = adapters.transform(payload, steps, labels)
+        target = await self._protocol(proto.name, route.delivered)
+        try:
+            text = self._check_payload(target, adapted)
+        except (PayloadInvalid, TooLarge) as exc:
+            raise TransformFailed(
+                f"adapting {proto.name} {route.sent} to {route.delivered} for {recipient} gave a payload the "
+                f"target version refuses: {exc.message}"
+            ) from None
+        return Target("", route.delivered, text, ">".join(route.path))
+
+    async def _adapter(self, protocol: str, from_version: str, to_version: str) -> AdapterRow:
+        key = (protocol, from_version, to_version)
+        if key not in self._adapters:
+            for row in await self.store.list_adapters(protocol):
+                self._adapters[(row.protocol, row.from_version, row.to_version)] = row
+        return self._adapters[key]
 
     async def send(
         self,
@@ -529,23 +667,35 @@ class Broker:
         kind: str = "message",
     ) -> SendResult:
         me = self._require_session()
-        recipient = await self._peer(to)
+        _check_ref(to)
         versions.check_protocol_name(protocol)
-        if version is None:
-            version = await self._choose_version(me, await self.store.find_session(me), recipient, protocol)
-        else:
+        if version is not None:
             versions.parse_version(version)
+        ctx = await self.store.send_context(me, to, protocol)
+        recipient = ctx.recipient
+        if recipient is None:
+            raise UnknownSession(f"no session named {to[:64]!r}; list_sessions shows who is there")
+        if not ctx.versions:
+            raise UnknownProtocol(f"no protocol {protocol!r} is registered; discover_protocols lists what is")
+        route = routing.choose_route(
+            protocol=protocol,
+            recipient=recipient.name,
+            known=ctx.versions,
+            edges=[(a.from_version, a.to_version) for a in ctx.adapters],
+            theirs=self._range(recipient, protocol),
+            mine=self._range(ctx.sender, protocol) if ctx.sender else None,
+            agreed=ctx.agreed,
+            explicit=version,
+        )
+        version = route.sent
         proto = await self._protocol(protocol, version)
-        their_range = self._range(recipient, protocol)
-        if their_range is None or not their_range.contains(version):
-            accepts = f"accepts {their_range}" if their_range else "does not speak it"
-            raise NotAccepted(f"{recipient.name} does not accept {protocol} {version}; it {accepts}")
         needed = Capability.request_response if kind == "request" else Capability.point_to_point
         if needed not in proto.capabilities:
             raise CapabilityNotSupported(
                 f"{protocol} {version} does not allow {needed.value}; it allows {', '.join(proto.capabilities)}"
             )
         payload_text = self._check_payload(proto, payload)
+        adapted = await self._adapt(proto, route, payload, recipient.name)
         now = time.time()
         message = NewMessage(
             id=str(uuid.uuid4()),
@@ -572,13 +722,23 @@ class Broker:
                 recipient_id=recipient.id,
                 protocol=protocol,
                 version=version,
+                delivered_version=route.delivered,
+                adapted_via=route.path if route.adapted else None,
                 created_at=iso(now) or "",
                 expires_at=iso(message.expires_at),
             ).model_dump(mode="json")
 
         try:
             outcome = await self.store.enqueue(
-                message, [Target(recipient.id)], max_inbox=self.settings.max_inbox, result_for=result_for, refuse_full=True
+                message,
+                [
+                    dataclasses.replace(adapted, recipient_id=recipient.id)
+                    if adapted
+                    else Target(recipient.id)
+                ],
+                max_inbox=self.settings.max_inbox,
+                result_for=result_for,
+                refuse_full=True,
             )
         except InboxFull as exc:
             raise InboxFull(
@@ -614,12 +774,15 @@ class Broker:
             versions.parse_version(version)
         proto = await self._protocol(protocol, version)
         if Capability.broadcast not in proto.capabilities:
-            raise CapabilityNotSupported(f"{protocol} {version} does not allow broadcast; send to each peer instead")
+            raise CapabilityNotSupported(
+                f"{protocol} {version} does not allow broadcast; send to each peer instead"
+            )
         payload_text = self._check_payload(proto, payload)
         names, features, statuses = _broadcast_filter(filter)
         now = time.time()
 
-        targets: list[SessionRow] = []
+        edges = [(a.from_version, a.to_version) for a in await self.store.list_adapters(protocol)]
+        targets: list[tuple[SessionRow, Target]] = []
         skipped: list[Skipped] = []
         for row in sessions:
             status = self.status_of(row, now)
@@ -628,12 +791,20 @@ class Broker:
             if statuses and status not in statuses:
                 continue
             their_range = self._range(row, protocol)
+            route = routing.route_to(version, their_range, edges) if their_range else None
             if their_range is None:
                 skipped.append(Skipped(name=row.name, session_id=row.id, reason=f"does not speak {protocol}"))
-            elif not their_range.contains(version):
-                skipped.append(Skipped(name=row.name, session_id=row.id, reason=f"accepts {protocol} {their_range}"))
+            elif route is None:
+                reason = f"accepts {protocol} {their_range}; no adapter leads there from {version}"
+                skipped.append(Skipped(name=row.name, session_id=row.id, reason=reason))
             else:
-                targets.append(row)
+                try:
+                    adapted = await self._adapt(proto, route, payload, row.name)
+                except TransformFailed as exc:
+                    skipped.append(Skipped(name=row.name, session_id=row.id, reason=str(exc)))
+                    continue
+                target = dataclasses.replace(adapted, recipient_id=row.id) if adapted else Target(row.id)
+                targets.append((row, target))
 
         message = NewMessage(
             id=str(uuid.uuid4()),
@@ -646,14 +817,14 @@ class Broker:
             created_at=now,
             expires_at=_expiry(now, ttl_seconds),
         )
-        by_id = {row.id: row for row in targets}
+        by_id = {row.id: row for row, _ in targets}
 
         def result_for(reached: tuple[str, ...]) -> dict[str, Any]:
             return {}
 
         outcome = await self.store.enqueue(
             message,
-            [Target(row.id) for row in targets],
+            [target for _, target in targets],
             max_inbox=self.settings.max_inbox,
             result_for=result_for,
             refuse_full=False,
@@ -661,14 +832,27 @@ class Broker:
         for recipient_id, depth in outcome.full:
             row = by_id[recipient_id]
             skipped.append(
-                Skipped(name=row.name, session_id=row.id, reason=f"inbox full ({depth} of {self.settings.max_inbox})")
+                Skipped(
+                    name=row.name,
+                    session_id=row.id,
+                    reason=f"inbox full ({depth} of {self.settings.max_inbox})",
+                )
             )
         recipients = []
         for recipient_id in outcome.delivered_to:
             row = by_id[recipient_id]
             self.doorbell.ring(row.bell)
             delivery = "delivered" if self.status_of(row, now) is SessionStatus.active else "queued"
-            recipients.append(BroadcastRecipient(name=row.name, session_id=row.id, status=delivery))
+            target = next(t for r, t in targets if r.id == recipient_id)
+            recipients.append(
+                BroadcastRecipient(
+                    name=row.name,
+                    session_id=row.id,
+                    status=delivery,
+                    delivered_version=target.version or version,
+                    adapted_via=target.adapted_via.split(">") if target.adapted_via else None,
+                )
+            )
         return BroadcastResult(
             message_id=message.id,
             protocol=protocol,
@@ -831,8 +1015,10 @@ class Broker:
     async def await_reply(self, request_id: str, timeout_seconds: float = 30.0) -> RequestResult:
         me = self._require_session()
         _check_wait(timeout_seconds, "timeout_seconds")
-        if not isinstance(request_id, str) or not 0 < len(request_id) <= 64 or not await self.store.sent_request(
-            me, request_id
+        if (
+            not isinstance(request_id, str)
+            or not 0 < len(request_id) <= 64
+            or not await self.store.sent_request(me, request_id)
         ):
             raise UnknownMessage(f"you sent no request with id {str(request_id)[:64]!r}")
         return await self._wait_reply(request_id, None, timeout_seconds)
@@ -863,9 +1049,13 @@ class Broker:
         (request_id,) = _message_ids([message_id])
         request = await self.store.request_for_reply(me, request_id)
         if request is None:
-            raise UnknownMessage(f"no message {request_id!r} in your inbox; reply answers requests you received")
+            raise UnknownMessage(
+                f"no message {request_id!r} in your inbox; reply answers requests you received"
+            )
         if request.kind != "request":
-            raise InvalidArgument(f"message {request_id} is a {request.kind}, not a request; use send to answer it")
+            raise InvalidArgument(
+                f"message {request_id} is a {request.kind}, not a request; use send to answer it"
+            )
         if request.attempts == 0:
             raise InvalidArgument(f"receive request {request_id} before replying to it")
         proto = await self._protocol(request.protocol, request.sent_version)
@@ -891,10 +1081,14 @@ class Broker:
             correlation_id=request_id,
         )
         if not await self.store.reply(me, request_id, message, Target(requester.id)):
-            raise InvalidArgument(f"request {request_id} was already answered or acked; a request gets one reply")
+            raise InvalidArgument(
+                f"request {request_id} was already answered or acked; a request gets one reply"
+            )
         self.doorbell.ring(requester.bell)
         status = "delivered" if self.status_of(requester, now) is SessionStatus.active else "queued"
-        return ReplyResult(message_id=message.id, request_id=request_id, recipient=requester.name, status=status)
+        return ReplyResult(
+            message_id=message.id, request_id=request_id, recipient=requester.name, status=status
+        )
 
     async def peek_inbox(self, limit: int = 20) -> list[ReceivedMessage]:
         """This session's waiting messages, without leasing them (the ``broker://inbox`` resource)."""
@@ -951,7 +1145,6 @@ def _delivery_status(row: StatusRow, now: float) -> DeliveryStatus:
     )
 
 
-
 def _received(row: InboxRow) -> ReceivedMessage:
     return ReceivedMessage(
         message_id=row.message_id,
@@ -974,9 +1167,16 @@ def _received(row: InboxRow) -> ReceivedMessage:
     )
 
 
+def _check_ref(ref: str) -> None:
+    if not isinstance(ref, str) or not 0 < len(ref) <= 64:
+        raise InvalidArgument("a session is named by its name or its session_id (1-64 characters)")
+
+
 def _check_wait(seconds: float, what: str) -> None:
     if not 0 <= seconds <= MAX_WAIT_SECONDS:
-        raise InvalidArgument(f"{what} must be between 0 and {MAX_WAIT_SECONDS:.0f}; call again to wait longer")
+        raise InvalidArgument(
+            f"{what} must be between 0 and {MAX_WAIT_SECONDS:.0f}; call again to wait longer"
+        )
 
 
 def _expiry(now: float, ttl_seconds: float | None) -> float | None:
@@ -1020,7 +1220,11 @@ def _encode_cursor(offset: int, filters: str) -> str:
 def _decode_cursor(cursor: str, filters: str) -> int:
     try:
         offset, digest = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        valid = isinstance(offset, int) and offset >= 0 and digest == hashlib.sha256(filters.encode()).hexdigest()[:16]
+        valid = (
+            isinstance(offset, int)
+            and offset >= 0
+            and digest == hashlib.sha256(filters.encode()).hexdigest()[:16]
+        )
     except (ValueError, TypeError) as exc:
         raise InvalidCursor("the cursor is not one this broker issued; start again without cursor") from exc
     if not valid:

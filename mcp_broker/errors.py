@@ -126,6 +126,18 @@ class InvalidCursor(BrokerError):
     code = "INVALID_CURSOR"
 
 
+class InvalidAdapter(BrokerError):
+    """An adapter's steps do not fit the source schema's shape or the target schema."""
+
+    code = "INVALID_ADAPTER"
+
+
+class TransformFailed(BrokerError):
+    """Adapting a payload to the recipient's version failed, or the result did not match its schema."""
+
+    code = "TRANSFORM_FAILED"
+
+
 class StoreBusy(BrokerError):
     """The database stayed locked by other writers past the retry budget; retry shortly."""
 

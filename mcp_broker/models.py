@@ -55,7 +55,9 @@ def iso(ts: float | None) -> str | None:
 
 
 class Value(BaseModel):
-    model_config = ConfigDict(frozen=True, serialize_by_alias=True, validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(
+        frozen=True, serialize_by_alias=True, validate_by_name=True, validate_by_alias=True
+    )
 
 
 # --- protocols ---------------------------------------------------------------------------------
@@ -67,6 +69,12 @@ class ProtocolMetadata(Value):
     owner: str | None = Field(default=None, max_length=200)
 
 
+class AdapterInfo(Value):
+    from_version: str
+    to_version: str
+    steps: list[dict[str, Any]]
+
+
 class ProtocolInfo(Value):
     name: str
     version: str
@@ -74,19 +82,24 @@ class ProtocolInfo(Value):
     capabilities: list[Capability]
     metadata: ProtocolMetadata
     response_schema: dict[str, Any] | None = Field(default=None, description="what replies must match")
+    adapters: list[AdapterInfo] = Field(default_factory=list, description="adapters from or to this version")
     registered_at: str | None = None
 
 
 class RegisterResult(Value):
     name: str
     version: str
-    status: str = Field(description="`registered`, or `unchanged` when this exact definition was already there")
+    status: str = Field(
+        description="`registered`, or `unchanged` when this exact definition was already there"
+    )
     message: str
 
 
 class DiscoverResult(Value):
     protocols: list[ProtocolInfo]
-    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null at the end")
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null at the end"
+    )
 
 
 # --- sessions ----------------------------------------------------------------------------------
@@ -119,7 +132,9 @@ class SessionInfo(Value):
 class ConnectResult(Value):
     session_id: str
     name: str
-    resumed: bool = Field(description="true when an earlier session of this name was taken over with its inbox")
+    resumed: bool = Field(
+        description="true when an earlier session of this name was taken over with its inbox"
+    )
     queue_depth: int
     message: str
 
@@ -149,11 +164,23 @@ class FeatureComparison(Value):
     only_theirs: list[str]
 
 
+class AdaptedRoute(Value):
+    protocol: str
+    direction: str = Field(description="`to_peer` (what you send) or `from_peer` (what they send you)")
+    path: list[str] = Field(description="versions the payload passes through, sent version first")
+
+
 class NegotiateResult(Value):
     peer: str
     peer_id: str
     compatible: bool
-    agreed: dict[str, str] = Field(description="protocol -> the highest registered version both sides accept")
+    agreed: dict[str, str] = Field(
+        description="protocol -> the highest registered version both sides accept (or, through adapters, the "
+        "version you send in)"
+    )
+    adapted: list[AdaptedRoute] = Field(
+        default_factory=list, description="protocols spoken only through adapters, with the path each way"
+    )
     unsupported: list[Unsupported]
     features: FeatureComparison
     reasons: list[str]
@@ -169,15 +196,23 @@ class SendResult(Value):
     recipient_id: str
     protocol: str
     version: str
+    delivered_version: str | None = Field(default=None, description="the version the recipient gets")
+    adapted_via: list[str] | None = Field(
+        default=None, description="versions an adapter path carried it through"
+    )
     created_at: str
     expires_at: str | None = None
-    duplicate: bool = Field(default=False, description="true when an earlier send with this idempotency_key answered")
+    duplicate: bool = Field(
+        default=False, description="true when an earlier send with this idempotency_key answered"
+    )
 
 
 class BroadcastRecipient(Value):
     name: str
     session_id: str
     status: str
+    delivered_version: str | None = None
+    adapted_via: list[str] | None = None
 
 
 class Skipped(Value):
@@ -206,14 +241,18 @@ class ReceivedMessage(Value):
     payload: Any
     created_at: str
     priority: Priority
-    delivery_attempt: int = Field(description="1 the first time; higher when redelivered after a lease ran out")
+    delivery_attempt: int = Field(
+        description="1 the first time; higher when redelivered after a lease ran out"
+    )
     lease_expires_at: str
     broadcast: bool
     kind: str = Field(default="message", description="`message`, `request` (answer it with reply) or `reply`")
     sent_version: str | None = Field(
         default=None, description="the version it was sent in, when an adapter transformed it for you"
     )
-    adapted_via: list[str] | None = Field(default=None, description="the versions the payload was adapted through")
+    adapted_via: list[str] | None = Field(
+        default=None, description="the versions the payload was adapted through"
+    )
     correlation_id: str | None = None
     reply_to: str | None = None
     expires_at: str | None = None
@@ -241,14 +280,18 @@ class DeadLetter(Value):
     version: str
     payload: Any
     created_at: str
-    reason: str | None = Field(description="why it was dead-lettered, e.g. `expired` or `not acked after 5 deliveries`")
+    reason: str | None = Field(
+        description="why it was dead-lettered, e.g. `expired` or `not acked after 5 deliveries`"
+    )
     attempts: int
     dead_lettered_at: str
 
 
 class DeadLettersResult(Value):
     dead_letters: list[DeadLetter]
-    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null at the end")
+    next_cursor: str | None = Field(
+        default=None, description="pass as `cursor` for the next page; null at the end"
+    )
 
 
 class RequeueOutcome(Value):
@@ -298,3 +341,20 @@ class ReplyResult(Value):
     request_id: str
     recipient: str
     status: str = Field(description="`delivered` (requester active) or `queued`")
+
+
+class CompatibilityPair(Value):
+    sender: str
+    recipient: str
+    mode: str = Field(description="`direct`, `adapted` or `none`")
+    path: list[str] = Field(description="the common version, or the adapter path from the sender's version")
+
+
+class ProtocolCompatibility(Value):
+    protocol: str
+    sessions: list[str]
+    pairs: list[CompatibilityPair]
+
+
+class CompatibilityMatrix(Value):
+    protocols: list[ProtocolCompatibility]

@@ -26,6 +26,7 @@ from .errors import BrokerError, NotConnected
 from .models import (
     AckResult,
     BroadcastResult,
+    CompatibilityMatrix,
     ConnectResult,
     DeadLettersResult,
     DisconnectResult,
@@ -71,12 +72,17 @@ ProtocolName = Annotated[
 SessionRef = Annotated[str, Field(min_length=1, max_length=64, description="a session's name or session_id")]
 Version = Annotated[
     str,
-    Field(pattern=r"^\d+\.\d+\.\d+$", max_length=32, description="semantic version MAJOR.MINOR.PATCH, e.g. `1.0.0`"),
+    Field(
+        pattern=r"^\d+\.\d+\.\d+$",
+        max_length=32,
+        description="semantic version MAJOR.MINOR.PATCH, e.g. `1.0.0`",
+    ),
 ]
 MessageId = Annotated[str, Field(min_length=1, max_length=64)]
 PriorityName = Literal["low", "normal", "high"]
 TtlSeconds = Annotated[
-    float | None, Field(ge=1, le=2_592_000, description="expire undelivered after this many seconds (max 30 days)")
+    float | None,
+    Field(ge=1, le=2_592_000, description="expire undelivered after this many seconds (max 30 days)"),
 ]
 CapabilityName = Literal["point_to_point", "broadcast", "request_response", "streaming"]
 
@@ -97,7 +103,8 @@ class ArgumentErrors(Middleware):
             else:
                 problems = str(exc)[:500]
             raise ToolError(
-                f"INVALID_ARGUMENT: {problems}. Check the tool's input schema and retry.", log_level=logging.INFO
+                f"INVALID_ARGUMENT: {problems}. Check the tool's input schema and retry.",
+                log_level=logging.INFO,
             ) from exc
 
 
@@ -141,7 +148,9 @@ def build_server(broker: Broker) -> FastMCP:
     async def register_protocol(
         name: ProtocolName,
         version: Version,
-        schema: Annotated[dict[str, Any], Field(description="JSON Schema (Draft 2020-12 by default) for payloads")],
+        schema: Annotated[
+            dict[str, Any], Field(description="JSON Schema (Draft 2020-12 by default) for payloads")
+        ],
         capabilities: Annotated[
             list[CapabilityName], Field(min_length=1, max_length=4, description="how messages may be sent")
         ],
@@ -159,6 +168,30 @@ def build_server(broker: Broker) -> FastMCP:
             name, version, schema, capabilities, metadata.model_dump() if metadata else None, response_schema
         )
 
+    @tool(title="Register a version adapter", idempotent=True)
+    async def register_adapter(
+        protocol: ProtocolName,
+        from_version: Version,
+        to_version: Version,
+        steps: Annotated[
+            list[dict[str, Any]],
+            Field(
+                min_length=1,
+                max_length=64,
+                description="ops by JSON Pointer: rename {from,to}, set_default {path,value}, remove {path}, "
+                "map_values {path,mapping}, wrap {path}, unwrap {path}",
+            ),
+        ],
+    ) -> RegisterResult:
+        """Declare how a payload of one registered version becomes another, so agents on different versions
+        can talk: messages are transformed per recipient on delivery. Checked against both schemas; immutable."""
+        return await broker.register_adapter(protocol, from_version, to_version, steps)
+
+    @tool(title="Who can talk to whom", read_only=True)
+    async def compatibility_matrix(protocol: ProtocolName | None = None) -> CompatibilityMatrix:
+        """For live sessions, per protocol: which sender/recipient pairs talk directly, through adapters, or not."""
+        return await broker.compatibility_matrix(protocol)
+
     @tool(title="Discover protocols", read_only=True)
     async def discover_protocols(
         name: ProtocolName | None = None,
@@ -171,7 +204,9 @@ def build_server(broker: Broker) -> FastMCP:
             str | None, Field(max_length=200, description="text in name, description or tags")
         ] = None,
         limit: Annotated[int, Field(ge=1, le=100)] = 20,
-        cursor: Annotated[str | None, Field(max_length=200, description="next_cursor of the previous page")] = None,
+        cursor: Annotated[
+            str | None, Field(max_length=200, description="next_cursor of the previous page")
+        ] = None,
     ) -> DiscoverResult:
         """Find registered protocols, each with its schema; by name, newest version first. Paginated."""
         return await broker.discover_protocols(name, version_range, tags, capability, query, limit, cursor)
@@ -187,7 +222,10 @@ def build_server(broker: Broker) -> FastMCP:
         ],
         protocols: Annotated[
             list[ProtocolSpec],
-            Field(max_length=64, description='protocols you speak, e.g. [{"name": "chat", "versions": ">=1.0,<2"}]'),
+            Field(
+                max_length=64,
+                description='protocols you speak, e.g. [{"name": "chat", "versions": ">=1.0,<2"}]',
+            ),
         ],
         features: Annotated[
             list[str] | None, Field(max_length=64, description="capability strings, e.g. code_review")
@@ -213,7 +251,8 @@ def build_server(broker: Broker) -> FastMCP:
     async def negotiate(
         peer: SessionRef,
         required_protocols: Annotated[
-            list[ProtocolName] | None, Field(max_length=64, description="protocols that must have a common version")
+            list[ProtocolName] | None,
+            Field(max_length=64, description="protocols that must have a common version"),
         ] = None,
     ) -> NegotiateResult:
         """Agree protocol versions and compare features with another session.
@@ -268,7 +307,8 @@ def build_server(broker: Broker) -> FastMCP:
         ] = 0,
         protocol: ProtocolName | None = None,
         lease_seconds: Annotated[
-            float, Field(ge=1, le=3600, description="hidden from other receives this long; ack before it ends")
+            float,
+            Field(ge=1, le=3600, description="hidden from other receives this long; ack before it ends"),
         ] = 60,
     ) -> ReceiveResult:
         """Lease waiting messages for this session, oldest first within priority; wait up to wait_seconds.
@@ -310,7 +350,9 @@ def build_server(broker: Broker) -> FastMCP:
     @tool(title="List dead letters", read_only=True)
     async def list_dead_letters(
         limit: Annotated[int, Field(ge=1, le=100)] = 50,
-        cursor: Annotated[str | None, Field(max_length=200, description="next_cursor of the previous page")] = None,
+        cursor: Annotated[
+            str | None, Field(max_length=200, description="next_cursor of the previous page")
+        ] = None,
     ) -> DeadLettersResult:
         """Messages to you that were given up on (expired, or not acked after max_attempts), newest first."""
         return await broker.list_dead_letters(limit, cursor)
@@ -327,7 +369,9 @@ def build_server(broker: Broker) -> FastMCP:
         to: SessionRef,
         protocol: ProtocolName,
         payload: Annotated[Any, Field(description="the request; must match the protocol version's schema")],
-        timeout_seconds: Annotated[float, Field(ge=0, le=MAX_WAIT_SECONDS, description="how long to wait now")] = 30,
+        timeout_seconds: Annotated[
+            float, Field(ge=0, le=MAX_WAIT_SECONDS, description="how long to wait now")
+        ] = 30,
         version: Version | None = None,
     ) -> RequestResult:
         """Send a request (protocol needs request_response) and wait for the reply, validated against its
@@ -344,7 +388,9 @@ def build_server(broker: Broker) -> FastMCP:
 
     @tool(title="Answer a request")
     async def reply(
-        message_id: Annotated[MessageId, Field(description="the request's message_id, as receive returned it")],
+        message_id: Annotated[
+            MessageId, Field(description="the request's message_id, as receive returned it")
+        ],
         payload: Annotated[Any, Field(description="the answer; must match the protocol's response_schema")],
     ) -> ReplyResult:
         """Answer a request you received; the reply goes to the requester and the request is acked with it."""
@@ -359,7 +405,9 @@ def build_server(broker: Broker) -> FastMCP:
         return json.dumps({"protocols": rows, "next_cursor": found.next_cursor})
 
     @mcp.resource(
-        "broker://protocols/{name}/{version}", mime_type="application/schema+json", description="a protocol's schema"
+        "broker://protocols/{name}/{version}",
+        mime_type="application/schema+json",
+        description="a protocol's schema",
     )
     async def protocol_schema(name: str, version: str) -> str:
         try:
@@ -370,7 +418,9 @@ def build_server(broker: Broker) -> FastMCP:
             raise ResourceError(f"UNKNOWN_PROTOCOL: no protocol {name!r} {version}")
         return json.dumps(found.protocols[0].json_schema)
 
-    @mcp.resource("broker://sessions", mime_type="application/json", description="every session and its status")
+    @mcp.resource(
+        "broker://sessions", mime_type="application/json", description="every session and its status"
+    )
     async def sessions_resource() -> str:
         sessions = await broker.sessions_view()
         return json.dumps({"sessions": [s.model_dump(mode="json") for s in sessions]})

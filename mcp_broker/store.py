@@ -290,13 +290,17 @@ class SqliteStore:
     async def open(self) -> None:
         try:
             self._create_file()
-            self._conn = await aiosqlite.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self._conn = await aiosqlite.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
             await self._conn._execute(self._setup)
         except (OSError, sqlite3.Error) as exc:
             if self._conn is not None:
                 await self._conn.close()
                 self._conn = None
-            raise StoreUnavailable(f"cannot open the database {self.path}: {exc}. Check the path and its permissions.") from exc
+            raise StoreUnavailable(
+                f"cannot open the database {self.path}: {exc}. Check the path and its permissions."
+            ) from exc
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -335,7 +339,9 @@ class SqliteStore:
         return self._conn._conn
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
         done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
         folder = resources.files("mcp_broker") / "sql"
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
@@ -392,7 +398,9 @@ class SqliteStore:
                 raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
-        return StoreUnavailable(f"database error on {self.path}: {exc}. Check the file, its disk and its permissions.")
+        return StoreUnavailable(
+            f"database error on {self.path}: {exc}. Check the file, its disk and its permissions."
+        )
 
     async def data_version(self) -> int:
         """Changes whenever another connection commits: the cheap safety net under the doorbell."""
@@ -438,7 +446,9 @@ class SqliteStore:
 
     async def get_protocol(self, name: str, version: str) -> ProtocolRow | None:
         def run(db: sqlite3.Connection) -> ProtocolRow | None:
-            row = db.execute("SELECT * FROM protocols WHERE name = ? AND version = ?", (name, version)).fetchone()
+            row = db.execute(
+                "SELECT * FROM protocols WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
             return None if row is None else ProtocolRow.from_row(row)
 
         return await self._tx(run, write=False)
@@ -561,7 +571,10 @@ class SqliteStore:
                     (sender_id, recipient["id"], protocol),
                 ).fetchone()
                 agreed = row[0] if row else None
-            adapters = [AdapterRow.from_row(r) for r in db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))]
+            adapters = [
+                AdapterRow.from_row(r)
+                for r in db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))
+            ]
             return SendContext(
                 sender=SessionRow.from_row(sender) if sender else None,
                 recipient=SessionRow.from_row(recipient) if recipient else None,
@@ -581,14 +594,13 @@ class SqliteStore:
 
     # negotiation
 
-    async def save_agreements(self, a: str, b: str, agreed: dict[str, str], now: float) -> None:
+    async def save_agreements(self, agreements: Sequence[tuple[str, str, str, str]], now: float) -> None:
+        """Remember, per (sender, recipient, protocol), the version the sender writes in."""
+
         def run(db: sqlite3.Connection) -> None:
-            for protocol, version in agreed.items():
-                for first, second in ((a, b), (b, a)):
-                    db.execute(
-                        "INSERT OR REPLACE INTO agreements VALUES (?, ?, ?, ?, ?)",
-                        (first, second, protocol, version, now),
-                    )
+            db.executemany(
+                "INSERT OR REPLACE INTO agreements VALUES (?, ?, ?, ?, ?)", [(*a, now) for a in agreements]
+            )
 
         await self._tx(run)
 
@@ -760,7 +772,8 @@ class SqliteStore:
     async def sent_request(self, sender_id: str, request_id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                "SELECT 1 FROM messages WHERE id = ? AND sender_id = ? AND kind = 'request'", (request_id, sender_id)
+                "SELECT 1 FROM messages WHERE id = ? AND sender_id = ? AND kind = 'request'",
+                (request_id, sender_id),
             ).fetchone()
             return row is not None
 
@@ -818,7 +831,10 @@ class SqliteStore:
                    WHERE seq = ?""",
                 [(until, now, r["seq"]) for r in rows],
             )
-            return [dataclasses.replace(InboxRow.from_row(r), attempts=r["attempts"] + 1, visible_at=until) for r in rows]
+            return [
+                dataclasses.replace(InboxRow.from_row(r), attempts=r["attempts"] + 1, visible_at=until)
+                for r in rows
+            ]
 
         def check_then_lease() -> list[InboxRow]:
             # An autocommit read first, in the same thread hand-off: an empty inbox (the common case
@@ -881,7 +897,9 @@ class SqliteStore:
 
         return await self._tx(run, write=False)
 
-    async def dead_letters(self, recipient_id: str, *, limit: int, before_seq: int | None) -> list[tuple[int, InboxRow]]:
+    async def dead_letters(
+        self, recipient_id: str, *, limit: int, before_seq: int | None
+    ) -> list[tuple[int, InboxRow]]:
         """This recipient's dead letters, newest first, with their ``seq`` for keyset pagination."""
 
         def run(db: sqlite3.Connection) -> list[tuple[int, InboxRow]]:
@@ -996,7 +1014,14 @@ class SqliteStore:
                 )
             db.execute(
                 "INSERT INTO adapters VALUES (?, ?, ?, ?, ?, ?)",
-                (row.protocol, row.from_version, row.to_version, json.dumps(row.steps), row.fingerprint, row.registered_at),
+                (
+                    row.protocol,
+                    row.from_version,
+                    row.to_version,
+                    json.dumps(row.steps),
+                    row.fingerprint,
+                    row.registered_at,
+                ),
             )
             return "registered"
 
@@ -1024,7 +1049,8 @@ class SqliteStore:
         def run(db: sqlite3.Connection) -> dict[str, int]:
             counts = {}
             counts["deliveries"] = db.execute(
-                "DELETE FROM deliveries WHERE state IN ('acked', 'dead_lettered') AND updated_at < ?", (before,)
+                "DELETE FROM deliveries WHERE state IN ('acked', 'dead_lettered') AND updated_at < ?",
+                (before,),
             ).rowcount
             counts["messages"] = db.execute(
                 """DELETE FROM messages WHERE created_at < ?
@@ -1043,5 +1069,6 @@ class SqliteStore:
         return await self._tx(run)
 
 
-_DEPTH_SQL = "SELECT count(*) FROM deliveries d WHERE d.recipient_id = sessions.id AND d.state IN ('queued', 'leased')"
-
+_DEPTH_SQL = (
+    "SELECT count(*) FROM deliveries d WHERE d.recipient_id = sessions.id AND d.state IN ('queued', 'leased')"
+)

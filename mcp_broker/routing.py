@@ -1,0 +1,90 @@
+"""Which version a message travels in, and which adapters carry it to a version the recipient accepts.
+
+Pure decisions over what the store read: registered versions, adapter edges, and the version
+ranges of sender and recipient. The broker applies the chosen route to the payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from . import adapters, versions
+from .errors import NoCommonVersion, NotAccepted
+from .versions import VersionRange
+
+
+@dataclass(frozen=True)
+class Route:
+    """``sent`` is the version the payload was written in; ``hops`` lead to ``delivered`` (none: direct)."""
+
+    sent: str
+    delivered: str
+    hops: tuple[adapters.Edge, ...] = ()
+
+    @property
+    def adapted(self) -> bool:
+        return bool(self.hops)
+
+    @property
+    def path(self) -> list[str]:
+        return [self.sent, *(to for _, to in self.hops)]
+
+
+def route_to(sent: str, accepts: VersionRange, edges: Iterable[adapters.Edge]) -> Route | None:
+    """Direct when the recipient accepts ``sent``; else the shortest adapter path to a version it accepts."""
+    if accepts.contains(sent):
+        return Route(sent, sent)
+    path = adapters.find_path(edges, sent, accepts.contains)
+    if not path:
+        return None
+    return Route(sent, path[-1][1], tuple(path))
+
+
+def choose_route(
+    *,
+    protocol: str,
+    recipient: str,
+    known: Sequence[str],
+    edges: Sequence[adapters.Edge],
+    theirs: VersionRange | None,
+    mine: VersionRange | None,
+    agreed: str | None = None,
+    explicit: str | None = None,
+) -> Route:
+    """The route for a point-to-point message: explicit version, else the agreed one, else the highest
+    version both accept, else the highest version the sender speaks that adapters can carry over."""
+    if theirs is None:
+        raise NotAccepted(f"{recipient} does not speak {protocol!r}; negotiate to see what it speaks")
+    if explicit is not None:
+        route = route_to(explicit, theirs, edges)
+        if route is None:
+            raise NotAccepted(
+                f"{recipient} does not accept {protocol} {explicit}; it accepts {theirs}, and no adapter leads there"
+            )
+        return route
+    if agreed is not None and (route := route_to(agreed, theirs, edges)) is not None:
+        return route
+    ranges = [theirs, mine] if mine is not None else [theirs]
+    best = versions.highest_common(known, *ranges)
+    if best is not None:
+        return Route(best, best)
+    for candidate in versions.sort_versions_desc(v for v in known if mine is None or mine.contains(v)):
+        if (route := route_to(candidate, theirs, edges)) is not None:
+            return route
+    listed = ", ".join(reversed(versions.sort_versions_desc(known))) or "none"
+    raise NoCommonVersion(
+        f"no registered version of {protocol!r} ({listed}) is accepted by {recipient} ({theirs})"
+        + (f" and by you ({mine})" if mine else "")
+        + ", and no adapter bridges them; register_adapter can"
+    )
+
+
+def sending_version(
+    known: Sequence[str], mine: VersionRange, theirs: VersionRange, edges: Sequence[adapters.Edge]
+) -> Route | None:
+    """For negotiation: the newest version I speak that reaches the peer, directly or through adapters."""
+    for candidate in versions.sort_versions_desc(v for v in known if mine.contains(v)):
+        if (route := route_to(candidate, theirs, edges)) is not None:
+            return route
+    return None
