@@ -17,7 +17,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -131,6 +131,7 @@ class Broker:
         self._protocols: dict[tuple[str, str], ProtocolRow] = {}  # immutable once registered
         self._adapters: dict[tuple[str, str, str], AdapterRow] = {}  # immutable too
         self._validators = schemas.SchemaCache()
+        self._inbox_listeners: list[Callable[[], Awaitable[None]]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class Broker:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(broker.doorbell.listen)
                 tg.start_soon(broker._housekeeping)
+                tg.start_soon(broker._watch_inbox)
                 try:
                     yield broker
                 finally:
@@ -163,6 +165,21 @@ class Broker:
             self.session_id = self.session_name = None
             self.doorbell.close()
             await self.store.close()
+
+    def on_inbox_change(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Call ``listener`` whenever a message is stored for the bound session (rings while it runs coalesce)."""
+        self._inbox_listeners.append(listener)
+
+    async def _watch_inbox(self) -> None:
+        while True:
+            await self.doorbell.ticket().wait()
+            if self.session_id is None:
+                continue
+            for listener in list(self._inbox_listeners):
+                try:
+                    await listener()
+                except Exception:
+                    log.warning("an inbox listener failed", exc_info=True)
 
     async def _housekeeping(self) -> None:
         """Heartbeat the bound session, and now and then prune what retention no longer keeps."""

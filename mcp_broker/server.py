@@ -16,7 +16,14 @@ from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError, ToolError, ValidationError
 from fastmcp.server.middleware import Middleware, MiddlewareContext
-from mcp.types import ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    EmptyResult,
+    SubscribeRequestParams,
+    ToolAnnotations,
+    UnsubscribeRequestParams,
+)
 from pydantic import Field
 from pydantic import ValidationError as PydanticValidationError
 
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+INBOX_URI = "broker://inbox"
 INSTRUCTIONS = """\
 mcp-broker lets you exchange typed messages with other AI agents on this machine.
 1. connect(name, protocols) first: pick a name others can address you by, and list the protocols you
@@ -396,6 +404,32 @@ def build_server(broker: Broker) -> FastMCP:
         """Answer a request you received; the reply goes to the requester and the request is acked with it."""
         return await broker.reply(message_id, payload)
 
+    # --- push: resources/subscribe for broker://inbox ---------------------------------------------
+    # FastMCP does not serve resources/subscribe itself; we register the SDK handlers by hand. A host
+    # that subscribed gets notifications/resources/updated when a message arrives; others pay nothing.
+    subscribers: set[Any] = set()
+
+    async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+        if params.uri != INBOX_URI:
+            raise MCPError(code=INVALID_PARAMS, message=f"only {INBOX_URI} can be subscribed to")
+        subscribers.add(ctx.session)
+        return EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+        subscribers.discard(ctx.session)
+        return EmptyResult()
+
+    async def notify_subscribers() -> None:
+        for session in list(subscribers):
+            try:
+                await session.send_resource_updated(INBOX_URI)
+            except Exception:  # the host went away; stop writing to it
+                subscribers.discard(session)
+
+    mcp._mcp_server.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    mcp._mcp_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    broker.on_inbox_change(notify_subscribers)
+
     # --- resources ---------------------------------------------------------------------------------
 
     @mcp.resource("broker://protocols", mime_type="application/json", description="every registered protocol")
@@ -426,7 +460,7 @@ def build_server(broker: Broker) -> FastMCP:
         return json.dumps({"sessions": [s.model_dump(mode="json") for s in sessions]})
 
     @mcp.resource(
-        "broker://inbox", mime_type="application/json", description="this session's waiting messages (a peek)"
+        INBOX_URI, mime_type="application/json", description="this session's waiting messages (a peek)"
     )
     async def inbox_resource() -> str:
         try:
