@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -33,6 +34,7 @@ from .errors import (
     InvalidCursor,
     NameTaken,
     NoCommonVersion,
+    NotAccepted,
     NotConnected,
     PayloadInvalid,
     TooLarge,
@@ -694,7 +696,9 @@ class Broker:
             raise UnknownSession(f"no session named {to[:64]!r}; list_sessions shows who is there")
         if not ctx.versions:
             raise UnknownProtocol(f"no protocol {protocol!r} is registered; discover_protocols lists what is")
-        route = routing.choose_route(
+        needed = Capability.request_response if kind == "request" else Capability.point_to_point
+        choose = functools.partial(
+            routing.choose_route,
             protocol=protocol,
             recipient=recipient.name,
             known=ctx.versions,
@@ -704,9 +708,17 @@ class Broker:
             agreed=ctx.agreed,
             explicit=version,
         )
+        try:
+            route = choose(allowed=lambda v: needed in ctx.capabilities.get(v, []))
+        except (NoCommonVersion, NotAccepted):
+            # Say "capability" rather than "version" when only the capability stands in the way.
+            route = choose()
+            raise CapabilityNotSupported(
+                f"{recipient.name} would get {protocol} {route.delivered}, which does not allow {needed.value}; "
+                f"versions allowing it: {', '.join(v for v, caps in ctx.capabilities.items() if needed in caps) or 'none'}"
+            ) from None
         version = route.sent
         proto = await self._protocol(protocol, version)
-        needed = Capability.request_response if kind == "request" else Capability.point_to_point
         if needed not in proto.capabilities:
             raise CapabilityNotSupported(
                 f"{protocol} {version} does not allow {needed.value}; it allows {', '.join(proto.capabilities)}"
@@ -799,6 +811,11 @@ class Broker:
         now = time.time()
 
         edges = [(a.from_version, a.to_version) for a in await self.store.list_adapters(protocol)]
+        can_broadcast = {
+            r.version
+            for r in await self.store.list_protocols(protocol)
+            if Capability.broadcast in r.capabilities
+        }
         targets: list[tuple[SessionRow, Target]] = []
         skipped: list[Skipped] = []
         for row in sessions:
@@ -808,11 +825,18 @@ class Broker:
             if statuses and status not in statuses:
                 continue
             their_range = self._range(row, protocol)
-            route = routing.route_to(version, their_range, edges) if their_range else None
+            route = (
+                routing.route_to(version, their_range, edges, can_broadcast.__contains__)
+                if their_range
+                else None
+            )
             if their_range is None:
                 skipped.append(Skipped(name=row.name, session_id=row.id, reason=f"does not speak {protocol}"))
             elif route is None:
-                reason = f"accepts {protocol} {their_range}; no adapter leads there from {version}"
+                reason = (
+                    f"accepts {protocol} {their_range}; no adapter leads from {version} to a version there "
+                    "that allows broadcast"
+                )
                 skipped.append(Skipped(name=row.name, session_id=row.id, reason=reason))
             else:
                 try:

@@ -246,6 +246,7 @@ class SendContext:
     sender: SessionRow | None
     recipient: SessionRow | None
     versions: list[str]
+    capabilities: dict[str, list[str]]  # version -> what it allows
     agreed: str | None
     adapters: list[AdapterRow]
 
@@ -563,7 +564,11 @@ class SqliteStore:
                 f"SELECT *, ({_DEPTH_SQL}) AS queue_depth FROM sessions WHERE name = ? OR id = ? LIMIT 1",
                 (recipient_ref, recipient_ref),
             ).fetchone()
-            known = [r[0] for r in db.execute("SELECT version FROM protocols WHERE name = ?", (protocol,))]
+            capabilities = {
+                r[0]: json.loads(r[1])
+                for r in db.execute("SELECT version, capabilities FROM protocols WHERE name = ?", (protocol,))
+            }
+            known = list(capabilities)
             agreed = None
             if recipient is not None:
                 row = db.execute(
@@ -579,6 +584,7 @@ class SqliteStore:
                 sender=SessionRow.from_row(sender) if sender else None,
                 recipient=SessionRow.from_row(recipient) if recipient else None,
                 versions=known,
+                capabilities=capabilities,
                 agreed=agreed,
                 adapters=adapters,
             )
@@ -755,11 +761,13 @@ class SqliteStore:
                 f"""SELECT d.seq, {_MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
                     WHERE d.recipient_id = ? AND m.correlation_id = ? AND m.kind = 'reply'
-                    AND d.state IN ('queued', 'leased') ORDER BY d.seq LIMIT 1""",
+                    AND d.state IN ('queued', 'leased', 'acked') ORDER BY d.seq LIMIT 1""",
                 (requester_id, request_id),
             ).fetchone()
             if row is None:
                 return None
+            if row["state"] == "acked":  # already taken by receive and acked: answer all the same
+                return InboxRow.from_row(row)
             db.execute(
                 """UPDATE deliveries SET state = 'acked', attempts = attempts + 1, acked_at = ?, updated_at = ?
                    WHERE seq = ?""",
