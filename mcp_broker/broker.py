@@ -696,6 +696,9 @@ class Broker:
             raise UnknownSession(f"no session named {to[:64]!r}; list_sessions shows who is there")
         if not ctx.versions:
             raise UnknownProtocol(f"no protocol {protocol!r} is registered; discover_protocols lists what is")
+        if version is not None and version not in ctx.versions:
+            listed = ", ".join(reversed(versions.sort_versions_desc(ctx.versions)))
+            raise UnknownProtocol(f"no protocol {protocol!r} {version}; registered versions: {listed}")
         needed = Capability.request_response if kind == "request" else Capability.point_to_point
         choose = functools.partial(
             routing.choose_route,
