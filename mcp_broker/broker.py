@@ -318,8 +318,13 @@ class Broker:
             raise InvalidArgument(
                 "response_schema needs the request_response capability; add it or drop the schema"
             )
-        meta = ProtocolMetadata.model_validate(metadata or {})
-        check_short_texts(meta.tags, "tags")
+        try:
+            meta = ProtocolMetadata.model_validate(metadata or {})
+        except ValueError as exc:  # pydantic's ValidationError
+            raise InvalidArgument(
+                f"metadata: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}"
+            ) from None
+        meta = meta.model_copy(update={"tags": check_short_texts(meta.tags, "tags")})
         meta_json = meta.model_dump(exclude_none=True)
         fingerprint = hashlib.sha256(
             json.dumps(
@@ -737,7 +742,7 @@ class Broker:
             protocol=protocol,
             version=version,
             payload=payload_text,
-            priority=Priority(priority).rank,
+            priority=_priority(priority),
             created_at=now,
             expires_at=_expiry(now, ttl_seconds),
             correlation_id=_optional_text(correlation_id, "correlation_id", 128),
@@ -857,7 +862,7 @@ class Broker:
             protocol=protocol,
             version=version,
             payload=payload_text,
-            priority=Priority(priority).rank,
+            priority=_priority(priority),
             created_at=now,
             expires_at=_expiry(now, ttl_seconds),
         )
@@ -1209,6 +1214,13 @@ def _received(row: InboxRow) -> ReceivedMessage:
         reply_to=row.reply_to,
         expires_at=iso(row.expires_at),
     )
+
+
+def _priority(name: str) -> int:
+    try:
+        return Priority(name).rank
+    except ValueError:
+        raise InvalidArgument("priority must be low, normal or high") from None
 
 
 def _check_ref(ref: str) -> None:

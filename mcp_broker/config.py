@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import platformdirs
 
 Durability = Literal["normal", "full"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def default_db_path() -> Path:
@@ -71,10 +73,12 @@ def _convert(field: str, raw: Any) -> Any:
         raise ValueError(f"{field}: {raw!r} is not a valid {kind.__name__}") from exc
     if field == "durability" and value not in ("normal", "full"):
         raise ValueError("durability must be 'normal' or 'full'")
-    if kind in (int, float) and value <= 0:
-        raise ValueError(f"{field} must be positive, got {raw!r}")
+    if kind in (int, float) and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{field} must be positive (and finite), got {raw!r}")
     if field == "log_level":
         value = str(value).upper()
+        if value not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
     return value
 
 

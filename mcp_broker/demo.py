@@ -21,7 +21,6 @@ from typing import Any
 import anyio
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from fastmcp.exceptions import ToolError
 
 from . import config
 
@@ -73,11 +72,9 @@ class Agent:
 
     async def refused(self, tool: str, **arguments: Any) -> str:
         """Call a tool that should be refused; return the error text."""
-        try:
-            await self.client.call_tool(tool, arguments)
-        except ToolError as exc:
-            return str(exc)
-        raise DemoFailed(f"{tool} was expected to be refused but succeeded")
+        result = await self.client.call_tool(tool, arguments, raise_on_error=False)
+        expect(result.is_error, f"{tool} was expected to be refused but succeeded")
+        return " ".join(getattr(block, "text", "") for block in result.content)
 
     async def connect(self, protocols: dict[str, str], features: list[str]) -> dict[str, Any]:
         specs = [{"name": n, "versions": v} for n, v in protocols.items()]
@@ -86,24 +83,30 @@ class Agent:
         how = f"resumed, {result['queue_depth']} waiting" if result["resumed"] else "new"
         say(
             self.name,
-            f"connect  speaks {speaks}  features {', '.join(features)}  -> session "
-            f"{result['session_id'][:8]} ({how})",
+            f"connect  speaks {speaks}  features {', '.join(features)}  -> session {result['session_id'][:8]} ({how})",
         )
         return result
 
     async def send(self, to: str, protocol: str, payload: Any, **extra: Any) -> dict[str, Any]:
         result = await self.call("send", to=to, protocol=protocol, payload=payload, **extra)
-        say(self.name, f"-> {to}  {protocol} {result['version']}  {short(payload)}  ({result['status']})")
+        status = result["status"]
+        if result["duplicate"]:
+            status = (
+                f"idempotency_key {extra['idempotency_key']} seen: first answer again, nothing new stored"
+            )
+        say(self.name, f"-> {to}  {protocol} {result['version']}  {short(payload)}  ({status})")
         return result
+
+    def show(self, m: dict[str, Any], note: str = "") -> None:
+        say(
+            self.name,
+            f"<- {m['sender']}  {m['protocol']} {m['version']}  {short(m['payload'])}  attempt {m['delivery_attempt']}{note}",
+        )
 
     async def receive(self, **arguments: Any) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = (await self.call("receive", **arguments))["messages"]
         for m in messages:
-            say(
-                self.name,
-                f"<- {m['sender']}  {m['protocol']} {m['version']}  {short(m['payload'])}  "
-                f"attempt {m['delivery_attempt']}",
-            )
+            self.show(m)
         return messages
 
     async def ack(self, messages: list[dict[str, Any]]) -> None:
@@ -150,20 +153,16 @@ def child_env(settings: config.Settings, db: Path) -> dict[str, str]:
 async def conversation(env: dict[str, str], log: Path) -> None:
     async with AsyncExitStack() as stack:
         author, ci = await stack.enter_async_context(spawn(env, log, "author", "ci"))
-        first_reviewer = await stack.enter_async_context(
-            AsyncExitStack()
-        )  # closed early, when it goes offline
+        first_reviewer = await stack.enter_async_context(AsyncExitStack())  # goes offline midway
         [reviewer] = await first_reviewer.enter_async_context(spawn(env, log, "reviewer"))
         print("# three broker processes are up; each agent talks only to its own process")
 
-        for proto, version, schema, caps in (
-            ("review", "1.0.0", REVIEW_SCHEMA, ["point_to_point", "broadcast"]),
-            ("build", "1.0.0", BUILD_SCHEMA, ["point_to_point", "broadcast"]),
-        ):
+        for proto, schema in (("review", REVIEW_SCHEMA), ("build", BUILD_SCHEMA)):
+            caps = ["point_to_point", "broadcast"]
             result = await author.call(
-                "register_protocol", name=proto, version=version, schema=schema, capabilities=caps
+                "register_protocol", name=proto, version="1.0.0", schema=schema, capabilities=caps
             )
-            say("author", f"register_protocol {proto} {version}  -> {result['status']}")
+            say("author", f"register_protocol {proto} 1.0.0  -> {result['status']}")
 
         await author.connect({"review": "^1.0", "build": ">=1.0,<2"}, ["python", "code_review"])
         await reviewer.connect({"review": ">=1.0,<2"}, ["python", "code_review", "security"])
@@ -171,16 +170,15 @@ async def conversation(env: dict[str, str], log: Path) -> None:
 
         deal = await author.call("negotiate", peer="reviewer", required_protocols=["review"])
         agreed = ", ".join(f"{p} {v}" for p, v in deal["agreed"].items())
+        common = ", ".join(deal["features"]["common"])
         say(
             "author",
-            f"negotiate with reviewer  -> compatible={deal['compatible']}  agreed: {agreed}  "
-            f"common features: {', '.join(deal['features']['common'])}",
+            f"negotiate with reviewer  -> compatible={deal['compatible']}  agreed: {agreed}  common features: {common}",
         )
         expect(
             deal["compatible"] and deal["agreed"].get("review") == "1.0.0", "negotiation did not agree review"
         )
 
-        # The reviewer long-polls in its own process; the author's send in another process wakes it.
         print("# reviewer long-polls receive(wait_seconds=10); author sends from another process")
         woke: dict[str, Any] = {}
 
@@ -193,54 +191,32 @@ async def conversation(env: dict[str, str], log: Path) -> None:
             await anyio.sleep(0.5)  # let the receive reach the reviewer's process and start waiting
             sent_at = time.perf_counter()
             sent = await author.send("reviewer", "review", {"file": "app.py"})
-        expect(sent["status"] == "delivered", "send to an active reviewer was not delivered")
         got = woke["messages"]
-        expect(
-            len(got) == 1 and got[0]["message_id"] == sent["message_id"], "reviewer did not get the message"
-        )
-        m = got[0]
-        say(
-            "reviewer",
-            f"<- {m['sender']}  {m['protocol']} {m['version']}  {short(m['payload'])}  "
-            f"attempt {m['delivery_attempt']}  (long-poll woke {(woke['at'] - sent_at) * 1000:.0f} ms after the send)",
-        )
+        expect(sent["status"] == "delivered", "send to an active reviewer was not delivered")
+        expect([m["message_id"] for m in got] == [sent["message_id"]], "reviewer did not get the message")
+        reviewer.show(got[0], f"  (long-poll woke {(woke['at'] - sent_at) * 1000:.0f} ms after the send)")
         await reviewer.ack(got)
 
-        await reviewer.send(
-            "author",
-            "review",
-            {"file": "app.py", "verdict": "approve", "comment": "LGTM"},
-            idempotency_key="r-1",
+        verdict = {"file": "app.py", "verdict": "approve", "comment": "LGTM"}
+        first = await reviewer.send("author", "review", verdict, idempotency_key="r-1")
+        again = await reviewer.send("author", "review", verdict, idempotency_key="r-1")
+        expect(
+            again["duplicate"] and again["message_id"] == first["message_id"],
+            "a repeated send was stored twice",
         )
-        again = await reviewer.call(
-            "send",
-            to="author",
-            protocol="review",
-            idempotency_key="r-1",
-            payload={"file": "app.py", "verdict": "approve", "comment": "LGTM"},
-        )
-        say(
-            "reviewer",
-            f"same send again with idempotency_key r-1  -> duplicate={again['duplicate']}, "
-            "nothing new stored",
-        )
-        expect(again["duplicate"], "the repeated send was stored twice")
         await author.ack(await author.receive())
 
         error = await reviewer.refused("send", to="author", protocol="review", payload={"file": 42})
-        code = error.split(":", 1)[0]
         say("reviewer", f"-> author  review  {short({'file': 42})}  refused: {error[:110]}")
-        expect(code == "PAYLOAD_INVALID", f"expected PAYLOAD_INVALID, got {error}")
+        expect(error.startswith("PAYLOAD_INVALID:"), f"expected PAYLOAD_INVALID, got {error}")
 
-        result = await ci.call(
-            "broadcast", protocol="build", payload={"status": "green", "commit": "a1b2c3d"}
-        )
+        news = {"status": "green", "commit": "a1b2c3d"}
+        result = await ci.call("broadcast", protocol="build", payload=news)
         recipients = ", ".join(f"{r['name']} ({r['status']})" for r in result["recipients"]) or "none"
         skipped = ", ".join(f"{s['name']} ({s['reason']})" for s in result["skipped"]) or "none"
         say(
             "ci",
-            f"broadcast build {result['version']}  {short({'status': 'green', 'commit': 'a1b2c3d'})}  "
-            f"-> {result['recipient_count']} recipient(s): {recipients}; skipped: {skipped}",
+            f"broadcast build {result['version']}  {short(news)}  -> {result['recipient_count']} recipient(s): {recipients}; skipped: {skipped}",
         )
         expect(
             [r["name"] for r in result["recipients"]] == ["author"], "broadcast reached the wrong sessions"
@@ -283,7 +259,7 @@ async def run_demo(settings: config.Settings, keep: bool) -> int:
     started = time.perf_counter()
     failed = False
     try:
-        with anyio.fail_after(60):
+        with anyio.fail_after(120):  # generous: a loaded machine starts Python slowly
             await conversation(child_env(settings, db), log)
     except Exception as exc:
         failed = True
@@ -297,8 +273,5 @@ async def run_demo(settings: config.Settings, keep: bool) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     if failed:
         return 1
-    print(
-        f"# done in {time.perf_counter() - started:.1f} s: register, connect, negotiate, send, long-poll, "
-        "ack, schema refusal, broadcast, offline queue and resume"
-    )
+    print(f"# done in {time.perf_counter() - started:.1f} s")
     return 0

@@ -295,10 +295,14 @@ class SqliteStore:
                 str(self.path), isolation_level=None, check_same_thread=False
             )
             await self._conn._execute(self._setup)
-        except (OSError, sqlite3.Error) as exc:
+        except BaseException as exc:
+            # Whatever went wrong, stop aiosqlite's worker thread: it is not a daemon and would keep
+            # the process from exiting.
             if self._conn is not None:
                 await self._conn.close()
                 self._conn = None
+            if not isinstance(exc, OSError | sqlite3.Error):
+                raise
             raise StoreUnavailable(
                 f"cannot open the database {self.path}: {exc}. Check the path and its permissions."
             ) from exc
@@ -502,7 +506,8 @@ class SqliteStore:
                        WHERE id = :id""",
                     {**fields, "now": now, "id": existing.id},
                 )
-                session_id, resumed = existing.id, existing.owner != fields["owner"]
+                resumed = existing.owner != fields["owner"] or existing.disconnected_at is not None
+                session_id = existing.id
             else:
                 db.execute(
                     """INSERT INTO sessions (id, name, protocols, features, metadata, owner, host, pid,
@@ -652,8 +657,9 @@ class SqliteStore:
             for target in recipients:
                 recipient = target.recipient_id
                 depth = db.execute(
-                    "SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')",
-                    (recipient,),
+                    """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
+                       AND (expires_at IS NULL OR expires_at > ?)""",
+                    (recipient, message.created_at),
                 ).fetchone()[0]
                 if depth >= max_inbox:
                     if refuse_full:
@@ -955,8 +961,9 @@ class SqliteStore:
             movable = [m for m in message_ids if found[m] in from_states]
             if max_inbox is not None and movable:
                 depth = db.execute(
-                    "SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')",
-                    (recipient_id,),
+                    """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
+                       AND (expires_at IS NULL OR expires_at > ?)""",
+                    (recipient_id, now),
                 ).fetchone()[0]
                 if depth + len(movable) > max_inbox:
                     raise InboxFull(
