@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,9 +18,9 @@ from typing import Any
 import anyio
 import pytest
 
-import mcp_broker.broker as broker_module
 from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.core import BrokerCore
 from mcp_broker.errors import (
     AlreadyConnected,
     BrokerError,
@@ -78,10 +77,9 @@ _REAL_TIME = time.time
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """Every broker in the test reads this clock (they share the module), so the store sees one timeline."""
+    """Every broker in the test reads this clock (it is a class attribute), so the store sees one timeline."""
     fake = Clock()
-    shim = types.SimpleNamespace(time=fake.time, monotonic=time.monotonic, sleep=time.sleep)
-    monkeypatch.setattr(broker_module, "time", shim)
+    monkeypatch.setattr(BrokerCore, "clock", staticmethod(fake.time))
     return fake
 
 
@@ -1212,7 +1210,7 @@ async def test_receive_wakes_on_doorbell_from_another_broker(
     brokers: BrokerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Without the doorbell the long-poll would only recheck after 30 s: a quick return proves the ring.
-    monkeypatch.setattr(broker_module, "RECHECK_SECONDS", 30.0)
+    monkeypatch.setattr(BrokerCore, "recheck_seconds", 30.0)
     a, b = await pair(brokers)
     received: list[Any] = []
     elapsed: list[float] = []
