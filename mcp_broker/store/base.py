@@ -1,0 +1,177 @@
+"""Storage: the ``SqliteStore``, the only module that speaks SQL or imports aiosqlite.
+
+Every operation is one short transaction run whole on aiosqlite's worker thread (one thread hand-off
+per operation, not one per statement). Writes open with ``BEGIN IMMEDIATE`` so a writer holds the
+lock from its first statement; when another process holds it, we retry with a growing backoff that
+starts at tens of microseconds, which keeps tail latency far below SQLite's own busy handler. No
+transaction is ever held open while the broker waits for anything, so the WAL can always be
+checkpointed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from ..errors import StoreBusy, StoreUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MESSAGE_COLUMNS = """
+    d.message_id, m.sender_id, s.name AS sender_name, m.broadcast, m.kind, m.protocol,
+    COALESCE(d.version, m.version) AS version, COALESCE(d.payload, m.payload) AS payload,
+    m.version AS sent_version, d.adapted_via, d.priority, m.created_at, d.expires_at, m.correlation_id,
+    m.reply_to, d.attempts, d.visible_at, d.state, d.reason, d.updated_at
+"""
+
+DEPTH_SQL = (
+    "SELECT count(*) FROM deliveries d WHERE d.recipient_id = sessions.id AND d.state IN ('queued', 'leased')"
+)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class StoreBase:
+    """The connection, its pragmas, migrations, and the one-transaction-per-operation runner."""
+
+    def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:
+        self.path = Path(path)
+        self.durability = durability
+        self.busy_budget = busy_budget
+        self._conn: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            self._create_file()
+            self._conn = await aiosqlite.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            await self._conn._execute(self._setup)
+        except BaseException as exc:
+            # Whatever went wrong, stop aiosqlite's worker thread: it is not a daemon and would keep
+            # the process from exiting.
+            if self._conn is not None:
+                await self._conn.close()
+                self._conn = None
+            if not isinstance(exc, OSError | sqlite3.Error):
+                raise
+            raise StoreUnavailable(
+                f"cannot open the database {self.path}: {exc}. Check the path and its permissions."
+            ) from exc
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn = self._conn
+            try:
+                await conn._execute(self._checkpoint_quietly)
+            finally:
+                self._conn = None
+                await conn.close()
+
+    def _create_file(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Create the file ourselves so it is owner-only from its first byte; SQLite gives the
+        # -wal and -shm files the same permissions as the database.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+
+    def _setup(self) -> None:
+        db = self._db
+        db.row_factory = sqlite3.Row
+        # Setup statements run outside our retry loop, so let SQLite wait for a brief lock here.
+        db.execute(f"PRAGMA busy_timeout = {int(self.busy_budget * 1000)}")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"could not switch to WAL (journal_mode is {mode})")
+        db.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
+        db.execute("PRAGMA foreign_keys = ON")
+        # After a checkpoint, a WAL that grew past this is truncated back, so it cannot stay huge.
+        db.execute("PRAGMA journal_size_limit = 16777216")
+        db.execute("PRAGMA busy_timeout = 0")  # from here on we retry ourselves, faster than SQLite's handler
+        self._retrying(self._migrate, write=True)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "store is not open"
+        return self._conn._conn
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+        folder = resources.files("mcp_broker") / "sql"
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if not entry.name.endswith(".sql"):
+                continue
+            number = int(entry.name.split("_", 1)[0])
+            if number in done:
+                continue
+            for statement in entry.read_text(encoding="utf-8").split(";\n"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (number, time.time()))
+            log.info("applied migration %s", entry.name)
+
+    def _checkpoint_quietly(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def _tx(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
+        if self._conn is None:
+            raise StoreUnavailable("the store is closed")
+        return await self._conn._execute(self._retrying, fn, *args, write=write)
+
+    def _retrying(self, fn: Callable[..., T], *args: Any, write: bool) -> T:
+        """Run ``fn(db, *args)`` in one transaction, retrying the whole of it while the file is locked."""
+        db = self._db
+        deadline = time.monotonic() + self.busy_budget
+        delay = 20e-6
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = fn(db, *args)
+                    db.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise self._unavailable(exc) from exc
+                if time.monotonic() > deadline:
+                    raise StoreBusy(
+                        f"the database stayed locked for {self.busy_budget:g} s; another program may hold it. Retry shortly."
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.01)
+            except sqlite3.DatabaseError as exc:
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise
+                raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"database error on {self.path}: {exc}. Check the file, its disk and its permissions."
+        )
+
+    async def integrity_check(self) -> str:
+        return await self._tx(lambda db: db.execute("PRAGMA integrity_check").fetchone()[0], write=False)

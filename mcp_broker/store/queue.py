@@ -1,0 +1,436 @@
+"""Messages and their deliveries: the queued -> leased -> acked | dead_lettered state machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import InboxFull, StoreUnavailable
+from ..models import DeliveryState
+from .base import DEPTH_SQL, MESSAGE_COLUMNS, StoreBase
+from .rows import (
+    EnqueueOutcome,
+    InboxRow,
+    NewMessage,
+    StatusRow,
+    Target,
+)
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+class Queue(StoreBase):
+    """Enqueue, lease, ack, requeue and report on deliveries, each operation one transaction."""
+
+    async def enqueue(
+        self,
+        message: NewMessage,
+        recipients: Sequence[Target],
+        *,
+        max_inbox: int,
+        result_for: Callable[[tuple[str, ...]], dict[str, Any]],
+        refuse_full: bool,
+    ) -> EnqueueOutcome:
+        """Store a message and one delivery per recipient, all in one transaction.
+
+        A repeated ``idempotency_key`` from the same sender within 24 h stores nothing and returns the
+        first answer. A full inbox is refused (``refuse_full``, for send) or skipped (for broadcast);
+        ``result_for`` builds the answer to remember from the recipients reached.
+        """
+
+        def run(db: sqlite3.Connection) -> EnqueueOutcome:
+            if message.idempotency_key is not None:
+                row = db.execute(
+                    """SELECT result FROM messages WHERE sender_id = ? AND idempotency_key = ? AND created_at > ?
+                       ORDER BY created_at DESC LIMIT 1""",
+                    (message.sender_id, message.idempotency_key, message.created_at - IDEMPOTENCY_WINDOW),
+                ).fetchone()
+                if row is not None:
+                    return EnqueueOutcome(duplicate_result=json.loads(row[0]))
+            reached: list[Target] = []
+            full: list[tuple[str, int]] = []
+            for target in recipients:
+                recipient = target.recipient_id
+                depth = db.execute(
+                    """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
+                       AND (expires_at IS NULL OR expires_at > ?)""",
+                    (recipient, message.created_at),
+                ).fetchone()[0]
+                if depth >= max_inbox:
+                    if refuse_full:
+                        raise InboxFull(
+                            f"the recipient's inbox holds {depth} waiting messages (limit {max_inbox}); "
+                            "nothing was stored. Retry after it receives and acks some.",
+                            recipient_id=recipient,
+                            depth=depth,
+                        )
+                    full.append((recipient, depth))
+                else:
+                    reached.append(target)
+            result = result_for(tuple(t.recipient_id for t in reached))
+            self._insert_message(db, message, json.dumps(result))
+            self._insert_deliveries(db, message, reached)
+            return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full))
+
+        return await self._tx(run)
+
+    @staticmethod
+    def _insert_message(db: sqlite3.Connection, message: NewMessage, result: str | None) -> None:
+        db.execute(
+            """INSERT INTO messages (id, sender_id, broadcast, kind, protocol, version, payload, correlation_id,
+               reply_to, priority, created_at, expires_at, idempotency_key, result)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                message.id,
+                message.sender_id,
+                int(message.broadcast),
+                message.kind,
+                message.protocol,
+                message.version,
+                message.payload,
+                message.correlation_id,
+                message.reply_to,
+                message.priority,
+                message.created_at,
+                message.expires_at,
+                message.idempotency_key,
+                result,
+            ),
+        )
+
+    @staticmethod
+    def _insert_deliveries(db: sqlite3.Connection, message: NewMessage, targets: Sequence[Target]) -> None:
+        db.executemany(
+            """INSERT INTO deliveries (message_id, recipient_id, protocol, priority, expires_at,
+               visible_at, updated_at, version, payload, adapted_via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                (
+                    message.id,
+                    t.recipient_id,
+                    message.protocol,
+                    message.priority,
+                    message.expires_at,
+                    message.created_at,
+                    message.created_at,
+                    t.version,
+                    t.payload,
+                    t.adapted_via,
+                )
+                for t in targets
+            ],
+        )
+
+    @staticmethod
+    def _has_ready(db: sqlite3.Connection, recipient_id: str, now: float, protocol: str | None) -> bool:
+        sql = "SELECT 1 FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased') AND visible_at <= ?"
+        args: list[Any] = [recipient_id, now]
+        if protocol is not None:
+            sql += " AND protocol = ?"
+            args.append(protocol)
+        return db.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+    async def lease(
+        self,
+        recipient_id: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        max_attempts: int,
+        protocol: str | None = None,
+    ) -> list[InboxRow]:
+        """Lease up to ``limit`` ready messages, oldest first within priority.
+
+        Expired messages, and leases that ran out on their last allowed attempt, are dead-lettered on
+        the way instead of handed out.
+        """
+
+        def run(db: sqlite3.Connection) -> list[InboxRow]:
+            db.execute(
+                """UPDATE deliveries SET state = 'dead_lettered', reason = 'expired', updated_at = :now
+                   WHERE recipient_id = :r AND state IN ('queued', 'leased') AND expires_at <= :now""",
+                {"r": recipient_id, "now": now},
+            )
+            db.execute(
+                """UPDATE deliveries SET state = 'dead_lettered', updated_at = :now,
+                   reason = 'not acked after ' || attempts || ' deliveries'
+                   WHERE recipient_id = :r AND state IN ('queued', 'leased') AND visible_at <= :now
+                   AND attempts >= :max""",
+                {"r": recipient_id, "now": now, "max": max_attempts},
+            )
+            sql = f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
+                      JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                      WHERE d.recipient_id = ? AND d.state IN ('queued', 'leased') AND d.visible_at <= ?"""
+            args: list[Any] = [recipient_id, now]
+            if protocol is not None:
+                sql += " AND d.protocol = ?"
+                args.append(protocol)
+            rows = db.execute(sql + " ORDER BY d.priority DESC, d.seq LIMIT ?", [*args, limit]).fetchall()
+            until = now + lease_seconds
+            db.executemany(
+                """UPDATE deliveries SET state = 'leased', attempts = attempts + 1, visible_at = ?, updated_at = ?
+                   WHERE seq = ?""",
+                [(until, now, r["seq"]) for r in rows],
+            )
+            return [
+                dataclasses.replace(InboxRow.from_row(r), attempts=r["attempts"] + 1, visible_at=until)
+                for r in rows
+            ]
+
+        def check_then_lease() -> list[InboxRow]:
+            # An autocommit read first, in the same thread hand-off: an empty inbox (the common case
+            # for a long-poll) never takes the write lock.
+            if not self._retrying(self._has_ready, recipient_id, now, protocol, write=False):
+                return []
+            return self._retrying(run, write=True)
+
+        if self._conn is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            return await self._conn._execute(check_then_lease)
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, str]:
+        """Ack this recipient's deliveries: the outcome per id; if any id is not theirs, only those
+        ids come back, as ``unknown``, and nothing changes."""
+
+        def run(db: sqlite3.Connection) -> dict[str, str]:
+            marks = ",".join("?" * len(message_ids))
+            rows = db.execute(
+                f"SELECT message_id, state, attempts FROM deliveries WHERE recipient_id = ? AND message_id IN ({marks})",
+                (recipient_id, *message_ids),
+            ).fetchall()
+            found = {r["message_id"]: (r["state"], r["attempts"]) for r in rows}
+            missing = [m for m in message_ids if m not in found]
+            if missing:
+                return {m: "unknown" for m in missing}
+            outcome: dict[str, str] = {}
+            for message_id, (state, attempts) in found.items():
+                if state == DeliveryState.acked:
+                    outcome[message_id] = "already_acked"
+                elif state == DeliveryState.dead_lettered:
+                    outcome[message_id] = "dead_lettered"
+                elif attempts == 0:
+                    outcome[message_id] = "not_received"
+                else:
+                    db.execute(
+                        """UPDATE deliveries SET state = 'acked', acked_at = ?, updated_at = ?
+                           WHERE recipient_id = ? AND message_id = ?""",
+                        (now, now, recipient_id, message_id),
+                    )
+                    outcome[message_id] = "acked"
+            return outcome
+
+        return await self._tx(run)
+
+    async def requeue(
+        self,
+        recipient_id: str,
+        message_ids: Sequence[str],
+        *,
+        now: float,
+        from_states: tuple[str, ...],
+        delay: float = 0.0,
+        reset_attempts: bool,
+        max_inbox: int | None = None,
+    ) -> dict[str, str]:
+        """Put this recipient's deliveries in ``from_states`` back in the queue (replay, release).
+
+        Returns the outcome per id: ``requeued``, or the state it was in; only ``unknown`` ids (and
+        nothing changed) when any id is not the recipient's. Replay clears the expiry: a replayed
+        message that had expired would otherwise die again at once.
+        """
+
+        def run(db: sqlite3.Connection) -> dict[str, str]:
+            marks = ",".join("?" * len(message_ids))
+            found = {
+                r["message_id"]: r["state"]
+                for r in db.execute(
+                    f"SELECT message_id, state FROM deliveries WHERE recipient_id = ? AND message_id IN ({marks})",
+                    (recipient_id, *message_ids),
+                )
+            }
+            missing = [m for m in message_ids if m not in found]
+            if missing:
+                return {m: "unknown" for m in missing}
+            movable = [m for m in message_ids if found[m] in from_states]
+            if max_inbox is not None and movable:
+                depth = db.execute(
+                    """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
+                       AND (expires_at IS NULL OR expires_at > ?)""",
+                    (recipient_id, now),
+                ).fetchone()[0]
+                if depth + len(movable) > max_inbox:
+                    raise InboxFull(
+                        f"your inbox holds {depth} waiting messages; requeueing {len(movable)} more would pass "
+                        f"the limit of {max_inbox}. Receive and ack some first.",
+                        recipient_id=recipient_id,
+                        depth=depth,
+                    )
+            extra = ", attempts = 0, reason = NULL, expires_at = NULL" if reset_attempts else ""
+            db.executemany(
+                f"""UPDATE deliveries SET state = 'queued', visible_at = ?, updated_at = ?{extra}
+                    WHERE recipient_id = ? AND message_id = ?""",
+                [(now + delay, now, recipient_id, m) for m in movable],
+            )
+            return {m: ("requeued" if m in movable else found[m]) for m in message_ids}
+
+        return await self._tx(run)
+
+    async def peek(self, recipient_id: str, limit: int, now: float) -> list[InboxRow]:
+        def run(db: sqlite3.Connection) -> list[InboxRow]:
+            rows = db.execute(
+                f"""SELECT {MESSAGE_COLUMNS} FROM deliveries d
+                    JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                    WHERE d.recipient_id = ? AND d.state IN ('queued', 'leased')
+                    AND (d.expires_at IS NULL OR d.expires_at > ?)
+                    ORDER BY d.priority DESC, d.seq LIMIT ?""",
+                (recipient_id, now, limit),
+            )
+            return [InboxRow.from_row(r) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def dead_letters(
+        self, recipient_id: str, *, limit: int, before_seq: int | None
+    ) -> list[tuple[int, InboxRow]]:
+        """This recipient's dead letters, newest first, with their ``seq`` for keyset pagination."""
+
+        def run(db: sqlite3.Connection) -> list[tuple[int, InboxRow]]:
+            rows = db.execute(
+                f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
+                    JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                    WHERE d.recipient_id = ? AND d.state = 'dead_lettered' AND d.seq < ?
+                    ORDER BY d.seq DESC LIMIT ?""",
+                (recipient_id, before_seq if before_seq is not None else 2**62, limit),
+            )
+            return [(r["seq"], InboxRow.from_row(r)) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def message_status(self, sender_id: str, message_ids: Sequence[str]) -> list[StatusRow]:
+        """Every delivery of these messages, when this session sent them."""
+
+        def run(db: sqlite3.Connection) -> list[StatusRow]:
+            marks = ",".join("?" * len(message_ids))
+            rows = db.execute(
+                f"""SELECT d.message_id, m.broadcast, m.protocol, m.version, m.created_at, d.recipient_id,
+                    s.name AS recipient_name, d.state, d.reason, d.attempts, d.visible_at, d.expires_at,
+                    d.updated_at, d.acked_at, COALESCE(d.version, m.version) AS delivered_version
+                    FROM messages m JOIN deliveries d ON d.message_id = m.id
+                    LEFT JOIN sessions s ON s.id = d.recipient_id
+                    WHERE m.sender_id = ? AND m.id IN ({marks}) ORDER BY d.seq""",
+                (sender_id, *message_ids),
+            )
+            return [StatusRow.from_row(r) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def known_messages(self, sender_id: str, message_ids: Sequence[str]) -> set[str]:
+        """Which of these ids this session sent (including broadcasts that reached no one)."""
+
+        def run(db: sqlite3.Connection) -> set[str]:
+            marks = ",".join("?" * len(message_ids))
+            rows = db.execute(
+                f"SELECT id FROM messages WHERE sender_id = ? AND id IN ({marks})", (sender_id, *message_ids)
+            )
+            return {r[0] for r in rows}
+
+        return await self._tx(run, write=False)
+
+    async def request_for_reply(self, recipient_id: str, message_id: str) -> InboxRow | None:
+        """A request this recipient received, for ``reply`` to answer."""
+
+        def run(db: sqlite3.Connection) -> InboxRow | None:
+            row = db.execute(
+                f"""SELECT {MESSAGE_COLUMNS} FROM deliveries d
+                    JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                    WHERE d.recipient_id = ? AND d.message_id = ?""",
+                (recipient_id, message_id),
+            ).fetchone()
+            return None if row is None else InboxRow.from_row(row)
+
+        return await self._tx(run, write=False)
+
+    async def reply(self, recipient_id: str, request_id: str, message: NewMessage, target: Target) -> bool:
+        """Store the reply to the requester and ack the request, in one transaction.
+
+        False (nothing stored) when the request was acked already: a request is answered once.
+        """
+
+        def run(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                """UPDATE deliveries SET state = 'acked', acked_at = :now, updated_at = :now
+                   WHERE recipient_id = :r AND message_id = :m AND state IN ('queued', 'leased', 'dead_lettered')""",
+                {"now": message.created_at, "r": recipient_id, "m": request_id},
+            )
+            if cur.rowcount != 1:
+                return False
+            self._insert_message(db, message, None)
+            self._insert_deliveries(db, message, [target])
+            return True
+
+        return await self._tx(run)
+
+    async def take_reply(self, requester_id: str, request_id: str, now: float) -> InboxRow | None:
+        """The reply to this request, if it has come: handed over and acked at once."""
+
+        def run(db: sqlite3.Connection) -> InboxRow | None:
+            row = db.execute(
+                f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
+                    JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
+                    WHERE d.recipient_id = ? AND m.correlation_id = ? AND m.kind = 'reply'
+                    AND d.state IN ('queued', 'leased', 'acked') ORDER BY d.seq LIMIT 1""",
+                (requester_id, request_id),
+            ).fetchone()
+            if row is None:
+                return None
+            if row["state"] == "acked":  # already taken by receive and acked: answer all the same
+                return InboxRow.from_row(row)
+            db.execute(
+                """UPDATE deliveries SET state = 'acked', attempts = attempts + 1, acked_at = ?, updated_at = ?
+                   WHERE seq = ?""",
+                (now, now, row["seq"]),
+            )
+            return dataclasses.replace(InboxRow.from_row(row), attempts=row["attempts"] + 1, state="acked")
+
+        return await self._tx(run)
+
+    async def sent_request(self, sender_id: str, request_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            row = db.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND sender_id = ? AND kind = 'request'",
+                (request_id, sender_id),
+            ).fetchone()
+            return row is not None
+
+        return await self._tx(run, write=False)
+
+    async def prune(self, *, before: float) -> dict[str, int]:
+        """Delete what retention no longer keeps: finished deliveries, orphan messages, long-gone sessions."""
+
+        def run(db: sqlite3.Connection) -> dict[str, int]:
+            counts = {}
+            counts["deliveries"] = db.execute(
+                "DELETE FROM deliveries WHERE state IN ('acked', 'dead_lettered') AND updated_at < ?",
+                (before,),
+            ).rowcount
+            counts["messages"] = db.execute(
+                """DELETE FROM messages WHERE created_at < ?
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)""",
+                (before,),
+            ).rowcount
+            counts["sessions"] = db.execute(
+                f"""DELETE FROM sessions WHERE last_seen < ? AND ({DEPTH_SQL}) = 0""", (before,)
+            ).rowcount
+            db.execute(
+                "DELETE FROM agreements WHERE session_id NOT IN (SELECT id FROM sessions) "
+                "OR peer_id NOT IN (SELECT id FROM sessions)"
+            )
+            return counts
+
+        return await self._tx(run)
