@@ -41,8 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mcp-broker {__version__}")
     config.add_arguments(parser)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="serve MCP over stdio (the default)")
+    serve = sub.add_parser("serve", help="serve MCP over stdio (the default)")
+    config.add_arguments(serve, subcommand=True)
     demo = sub.add_parser("demo", help="spawn broker processes as three agents and print their conversation")
+    config.add_arguments(demo, subcommand=True)
     demo.add_argument("--keep", action="store_true", help="keep the demo's database instead of deleting it")
     return parser
 

@@ -82,11 +82,18 @@ def _convert(field: str, raw: Any) -> Any:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per setting; defaults stay None so the environment can fill them."""
+def add_arguments(parser: argparse.ArgumentParser, *, subcommand: bool = False) -> None:
+    """Add one ``--flag`` per setting; defaults stay None so the environment can fill them.
+
+    On a subcommand the flags are optional repeats of the top-level ones (``mcp-broker demo --db X``
+    and ``mcp-broker --db X demo`` both work), so they must not overwrite a top-level value with None.
+    """
     for field, (_, help_text) in FIELDS.items():
         parser.add_argument(
-            "--" + field.replace("_", "-"), dest=field, default=None, help=f"{help_text} [{env_name(field)}]"
+            "--" + field.replace("_", "-"),
+            dest=field,
+            default=argparse.SUPPRESS if subcommand else None,
+            help=f"{help_text} [{env_name(field)}]",
         )
 
 

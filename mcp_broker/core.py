@@ -281,7 +281,8 @@ def decode_cursor(cursor: str, filters: str) -> int:
         offset, digest = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         valid = (
             isinstance(offset, int)
-            and offset >= 0
+            and not isinstance(offset, bool)
+            and 0 <= offset < 2**62  # an SQLite INTEGER
             and digest == hashlib.sha256(filters.encode()).hexdigest()[:16]
         )
     except (ValueError, TypeError) as exc:
