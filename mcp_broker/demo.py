@@ -34,6 +34,23 @@ REVIEW_SCHEMA = {
     "required": ["file"],
     "additionalProperties": False,
 }
+# review 2.0.0: `comment` became `notes`, and a `priority` field arrived.
+REVIEW_V2_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string"},
+        "verdict": {"enum": ["approve", "changes_requested"]},
+        "notes": {"type": "string"},
+        "priority": {"enum": ["low", "normal", "high"]},
+    },
+    "required": ["file", "priority"],
+    "additionalProperties": False,
+}
+UPGRADE = [
+    {"op": "rename", "from": "/comment", "to": "/notes"},
+    {"op": "set_default", "path": "/priority", "value": "normal"},
+]
+DOWNGRADE = [{"op": "rename", "from": "/notes", "to": "/comment"}, {"op": "remove", "path": "/priority"}]
 BUILD_SCHEMA = {
     "type": "object",
     "properties": {"status": {"enum": ["green", "red"]}, "commit": {"type": "string"}},
@@ -242,6 +259,37 @@ async def conversation(env: dict[str, str], log: Path) -> None:
             "the queued message was not received",
         )
         await reviewer.ack(waiting)
+
+        print("# an upgrade: review 2.0.0 renames `comment` to `notes`; adapters bridge 1.x and 2.x")
+        await author.call(
+            "register_protocol",
+            name="review",
+            version="2.0.0",
+            schema=REVIEW_V2_SCHEMA,
+            capabilities=["point_to_point", "broadcast"],
+        )
+        for source, target, steps in (("1.0.0", "2.0.0", UPGRADE), ("2.0.0", "1.0.0", DOWNGRADE)):
+            await author.call(
+                "register_adapter", protocol="review", from_version=source, to_version=target, steps=steps
+            )
+            say("author", f"register_adapter review {source} -> {target}  {short(steps)}")
+        await reviewer.connect({"review": "^2.0"}, ["python", "code_review", "security"])
+        note = {"file": "api.py", "comment": "please check the retry loop"}
+        sent = await author.send("reviewer", "review", note, version="1.0.0")
+        expect(sent["delivered_version"] == "2.0.0", "the 1.0.0 message was not adapted to 2.0.0")
+        say("author", f"   adapted on delivery via {' -> '.join(sent['adapted_via'])}")
+        [got] = await reviewer.receive()
+        expect(got["payload"].get("notes") == note["comment"], "the adapter did not rename comment to notes")
+        await reviewer.ack([got])
+        answer = {"file": "api.py", "verdict": "approve", "notes": "fine now", "priority": "high"}
+        back = await reviewer.send("author", "review", answer, version="2.0.0")
+        say("reviewer", f"   adapted on delivery via {' -> '.join(back['adapted_via'])}")
+        [reply] = await author.receive()
+        expect(
+            reply["version"] == "1.0.0" and "comment" in reply["payload"],
+            "the 2.0.0 answer was not downgraded",
+        )
+        await author.ack([reply])
 
 
 def _explicit_db(settings: config.Settings) -> Path | None:
