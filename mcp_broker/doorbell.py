@@ -17,6 +17,8 @@ from pathlib import Path
 
 import anyio
 
+from . import procs
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +45,7 @@ class Doorbell:
         try:
             folder.parent.mkdir(mode=0o700, exist_ok=True)
             folder.mkdir(mode=0o700, exist_ok=True)
+            _sweep(folder)
             path = str(folder / f"{os.getpid()}-{self._token[:8]}.sock")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # left by a dead process that had our pid and token
@@ -61,6 +64,7 @@ class Doorbell:
         if self.path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+                os.rmdir(os.path.dirname(self.path))  # only when it was the last bell here
         self._out.close()
 
     def ring(self, path: str | None) -> None:
@@ -98,3 +102,12 @@ class Doorbell:
                 while self._sock.recv(64):
                     pass
             self.poke()
+
+
+def _sweep(folder: Path) -> None:
+    """Remove bells left by processes that were killed (their pid no longer runs)."""
+    for entry in folder.glob("*.sock"):
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and not procs.is_alive(int(pid), None):
+            with contextlib.suppress(OSError):
+                entry.unlink()

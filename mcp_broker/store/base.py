@@ -85,7 +85,10 @@ class StoreBase:
                 await conn.close()
 
     def _create_file(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise OSError(f"{exc.filename} exists and is not a directory") from exc
         # Create the file ourselves so it is owner-only from its first byte; SQLite gives the
         # -wal and -shm files the same permissions as the database.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
