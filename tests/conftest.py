@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
@@ -82,3 +83,48 @@ def spawn(db_path: Path) -> Callable[..., Any]:
         return broker_process(db_path, **settings)
 
     return _spawn
+
+
+Spawn = Callable[..., AbstractAsyncContextManager[Client[Any]]]
+
+
+class Proc:
+    """One broker process of a test, closable on its own as a host closes stdin when it quits."""
+
+    def __init__(self, cm: AbstractAsyncContextManager[Client[Any]]) -> None:
+        self._cm = cm
+        self._client: Client[Any] | None = None
+
+    @property
+    def client(self) -> Client[Any]:
+        assert self._client is not None, "this broker process is closed"
+        return self._client
+
+    async def open(self) -> None:
+        self._client = await self._cm.__aenter__()
+
+    async def close(self) -> None:
+        """Close stdin as a host does when it quits, and wait for the process to go."""
+        if self._client is not None:
+            self._client = None
+            await self._cm.__aexit__(None, None, None)
+
+
+P = TypeVar("P", bound=Proc)
+
+
+@asynccontextmanager
+async def started(spawn: Spawn, count: int, kind: type[P] = Proc, **settings: Any) -> AsyncIterator[list[P]]:  # type: ignore[assignment]
+    """``count`` broker processes on the test's database, started (and stopped) concurrently."""
+    procs = [kind(spawn(**settings)) for _ in range(count)]
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for proc in procs:
+                    tg.start_soon(proc.open)
+        yield procs
+    finally:
+        with anyio.move_on_after(30, shield=True):
+            async with anyio.create_task_group() as tg:
+                for proc in procs:
+                    tg.start_soon(proc.close)

@@ -16,22 +16,20 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 import pytest
-from conftest import broker_env
+from conftest import Spawn, broker_env, started
 from fastmcp import Client
 from mcp.shared.exceptions import MCPError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 T = TypeVar("T")
-Spawn = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 
 CHAT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -55,45 +53,6 @@ CORE_TOOLS = {
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-class Proc:
-    """One broker process, opened with the others of its test and closable on its own (a clean exit)."""
-
-    def __init__(self, cm: AbstractAsyncContextManager[Client[Any]]) -> None:
-        self._cm = cm
-        self._client: Client[Any] | None = None
-
-    @property
-    def client(self) -> Client[Any]:
-        assert self._client is not None, "this broker process is closed"
-        return self._client
-
-    async def open(self) -> None:
-        self._client = await self._cm.__aenter__()
-
-    async def close(self) -> None:
-        """Close stdin as a host does when it quits, and wait for the process to go."""
-        if self._client is not None:
-            self._client = None
-            await self._cm.__aexit__(None, None, None)
-
-
-@asynccontextmanager
-async def started(spawn: Spawn, count: int, **settings: Any) -> AsyncIterator[list[Proc]]:
-    """``count`` broker processes on the test's database, started concurrently."""
-    procs = [Proc(spawn(**settings)) for _ in range(count)]
-    try:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                for proc in procs:
-                    tg.start_soon(proc.open)
-        yield procs
-    finally:
-        with anyio.move_on_after(30, shield=True):
-            async with anyio.create_task_group() as tg:
-                for proc in procs:
-                    tg.start_soon(proc.close)
 
 
 def text_of(result: Any) -> str:

@@ -8,17 +8,14 @@ under ``anyio.fail_after``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
-from fastmcp import Client
+from conftest import Proc, Spawn, started
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
-Spawn = Callable[..., AbstractAsyncContextManager[Client[Any]]]
 CAPS = ["point_to_point", "broadcast"]
 
 NOTES: dict[str, dict[str, Any]] = {
@@ -75,25 +72,8 @@ ANSWER: dict[str, Any] = {"type": "object", "properties": {"a": {"type": "intege
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-class Proc:
-    """One broker process of a test, closable on its own as a host closes stdin when it quits."""
-
-    def __init__(self, cm: AbstractAsyncContextManager[Client[Any]]) -> None:
-        self._cm = cm
-        self._client: Client[Any] | None = None
-
-    @property
-    def client(self) -> Client[Any]:
-        assert self._client is not None, "this broker process is closed"
-        return self._client
-
-    async def open(self) -> None:
-        self._client = await self._cm.__aenter__()
-
-    async def close(self) -> None:
-        if self._client is not None:
-            self._client = None
-            await self._cm.__aexit__(None, None, None)
+class Agent(Proc):
+    """A broker process with shorthands for calling its tools."""
 
     async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
         """Call a tool that must succeed; its structured result."""
@@ -110,31 +90,14 @@ class Proc:
         return result.content[0].text if result.content else ""  # type: ignore[union-attr]
 
 
-@asynccontextmanager
-async def started(spawn: Spawn, count: int) -> AsyncIterator[list[Proc]]:
-    """``count`` broker processes on the test's database, started concurrently."""
-    procs = [Proc(spawn()) for _ in range(count)]
-    try:
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                for proc in procs:
-                    tg.start_soon(proc.open)
-        yield procs
-    finally:
-        with anyio.move_on_after(30, shield=True):
-            async with anyio.create_task_group() as tg:
-                for proc in procs:
-                    tg.start_soon(proc.close)
-
-
-async def receive_one(proc: Proc) -> dict[str, Any]:
+async def receive_one(proc: Agent) -> dict[str, Any]:
     """The one message waiting for this session (long-polled), acked."""
     (message,) = (await proc.call("receive", wait_seconds=10))["messages"]
     await proc.call("ack", message_ids=[message["message_id"]])
     return message
 
 
-async def receive_request(proc: Proc) -> dict[str, Any]:
+async def receive_request(proc: Agent) -> dict[str, Any]:
     """The one request waiting for this session, leased (``reply`` acks it)."""
     (message,) = (await proc.call("receive", wait_seconds=10))["messages"]
     assert message["kind"] == "request"
@@ -149,7 +112,7 @@ def speaks(versions: str, name: str = "note") -> list[dict[str, str]]:
 
 
 async def test_agents_on_three_versions_talk_through_adapters(spawn: Spawn) -> None:
-    async with started(spawn, 4) as (old, mid, new, announcer):
+    async with started(spawn, 4, Agent) as (old, mid, new, announcer):
         with anyio.fail_after(30):
             for version, schema in NOTES.items():
                 await old.call(
@@ -237,7 +200,7 @@ async def test_agents_on_three_versions_talk_through_adapters(spawn: Spawn) -> N
 
 
 async def test_request_reply_across_processes_and_after_the_requester_restarts(spawn: Spawn) -> None:
-    async with started(spawn, 3) as (asker, oracle, asker_again):
+    async with started(spawn, 3, Agent) as (asker, oracle, asker_again):
         with anyio.fail_after(30):
             await oracle.call(
                 "register_protocol",
