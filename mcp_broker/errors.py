@@ -30,6 +30,12 @@ class InvalidArgument(BrokerError):
     code = "INVALID_ARGUMENT"
 
 
+class UnknownTool(BrokerError):
+    """No tool with this name; tools/list shows the tools."""
+
+    code = "UNKNOWN_TOOL"
+
+
 class InvalidVersion(BrokerError):
     """A version is not MAJOR.MINOR.PATCH, or a version range cannot be parsed."""
 

@@ -383,13 +383,21 @@ def _broadcast_filter(raw: dict[str, Any] | None) -> tuple[set[str], set[str], s
     unknown = set(raw) - {"names", "features", "status"}
     if unknown:
         raise InvalidArgument(f"filter keys are names, features, status; not {', '.join(sorted(unknown))}")
-    names = set(check_short_texts(list(raw.get("names") or []), "filter names", limit=1000))
-    features = set(check_short_texts(list(raw.get("features") or []), "filter features"))
-    status_raw = raw.get("status") or []
-    if isinstance(status_raw, str):
-        status_raw = [status_raw]
+    names = set(check_short_texts(_text_list(raw.get("names"), "filter names"), "filter names", limit=1000))
+    features = set(check_short_texts(_text_list(raw.get("features"), "filter features"), "filter features"))
     try:
-        statuses = {SessionStatus(s) for s in status_raw}
+        statuses = {SessionStatus(s) for s in _text_list(raw.get("status"), "filter status")}
     except ValueError as exc:
         raise InvalidArgument("filter status must be among active, stale, disconnected") from exc
     return names, features, statuses
+
+
+def _text_list(value: Any, what: str) -> list[str]:
+    """A list of strings; one string counts as a list of one (never as its letters)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{what} must be a list of strings")
+    return value

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -205,6 +205,20 @@ class SendResult(Value):
     duplicate: bool = Field(
         default=False, description="true when an earlier send with this idempotency_key answered"
     )
+
+
+class BroadcastFilter(BaseModel):
+    """Who a broadcast goes to, beyond speaking the protocol: every condition given must hold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    names: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=1000
+    )
+    features: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=64, description="recipients must have all of these"
+    )
+    status: list[SessionStatus] | None = Field(default=None, description="default: every status")
 
 
 class BroadcastRecipient(Value):

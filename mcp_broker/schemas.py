@@ -307,19 +307,24 @@ def check_schema(schema: dict[str, Any], limits: Limits) -> str:
         ) from None
     except RecursionError:
         raise TooLarge(f"schema is nested too deeply to check (limit {limits.max_depth})") from None
-    _check_refs_and_patterns(schema, draft)
-    # A $ref cycle that consumes nothing ({"$ref": "#"}) recurses forever on any value; find it now,
-    # not at every send. Cycles reached only through some payloads are caught in validate_payload.
-    validator = _bounded(draft)(schema, registry=_NO_FETCH)
-    probes: tuple[Any, ...] = (None, {}, [])
-    for probe in probes:
-        try:
-            for _ in islice(validator.iter_errors(probe), 100):
-                pass
-        except (RecursionError, Unresolvable):
-            raise InvalidSchema(
-                "the schema refers to itself in a cycle ($ref loop) that never ends"
-            ) from None
+    try:
+        _check_refs_and_patterns(schema, draft)
+        # A $ref cycle that consumes nothing ({"$ref": "#"}) recurses forever on any value; find it
+        # now, not at every send. Cycles reached only through some payloads are caught in validate_payload.
+        validator = _bounded(draft)(schema, registry=_NO_FETCH)
+        probes: tuple[Any, ...] = (None, {}, [])
+        for probe in probes:
+            try:
+                for _ in islice(validator.iter_errors(probe), 100):
+                    pass
+            except (RecursionError, Unresolvable):
+                raise InvalidSchema(
+                    "the schema refers to itself in a cycle ($ref loop) that never ends"
+                ) from None
+    except (ValueError, OverflowError) as exc:  # e.g. an $id that is not a URI: urljoin raises
+        raise InvalidSchema(
+            f"the schema cannot be used: {_short(str(exc))}; check $id and $ref values"
+        ) from None
     return text
 
 
@@ -383,6 +388,9 @@ def validate_payload(validator: Validator, payload: Any, limits: Limits) -> None
         raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
     except (RecursionError, Unresolvable):
         message = "the schema recursed without end on this payload ($ref cycle); the payload is refused"
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
+    except OverflowError:  # e.g. multipleOf divides as floats: a number beyond float range
+        message = "a number in the payload is too large to check against the schema"
         raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
     finally:
         _BUDGET.reset(token)

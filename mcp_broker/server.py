@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from fastmcp import FastMCP
-from fastmcp.exceptions import ResourceError, ToolError, ValidationError
+from fastmcp.exceptions import NotFoundError, ResourceError, ToolError, ValidationError
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
@@ -29,9 +29,10 @@ from pydantic import ValidationError as PydanticValidationError
 
 from . import __version__
 from .broker import MAX_WAIT_SECONDS, Broker
-from .errors import BrokerError, NotConnected
+from .errors import BrokerError, NotConnected, UnknownTool
 from .models import (
     AckResult,
+    BroadcastFilter,
     BroadcastResult,
     CompatibilityMatrix,
     ConnectResult,
@@ -96,11 +97,16 @@ CapabilityName = Literal["point_to_point", "broadcast", "request_response", "str
 
 
 class ArgumentErrors(Middleware):
-    """Arguments that fail the input schema become INVALID_ARGUMENT errors with a readable list."""
+    """Arguments that fail the input schema become INVALID_ARGUMENT errors with a readable list; an
+    unknown tool name is UNKNOWN_TOOL."""
 
     async def on_call_tool(self, context: MiddlewareContext[Any], call_next: Any) -> Any:
         try:
             return await call_next(context)
+        except NotFoundError as exc:
+            raise ToolError(
+                f"{UnknownTool.code}: {exc}; tools/list shows the tools", log_level=logging.INFO
+            ) from exc
         except ValidationError as exc:
             cause = exc.__cause__
             if isinstance(cause, PydanticValidationError):
@@ -296,8 +302,8 @@ def build_server(broker: Broker) -> FastMCP:
         payload: Annotated[Any, Field(description="the message; must match the protocol version's schema")],
         version: Version | None = None,
         filter: Annotated[
-            dict[str, Any] | None,
-            Field(description='narrow recipients: {"names": [...], "features": [...], "status": [...]}'),
+            BroadcastFilter | None,
+            Field(description="narrow recipients by names, features (all of them) and status"),
         ] = None,
         priority: PriorityName = "normal",
         ttl_seconds: TtlSeconds = None,
@@ -305,7 +311,14 @@ def build_server(broker: Broker) -> FastMCP:
         """Send one message to every other session that speaks the protocol at that version (one transaction).
 
         Lists who got it and who was skipped, with the reason."""
-        return await broker.broadcast(protocol, payload, version, filter, priority, ttl_seconds)
+        return await broker.broadcast(
+            protocol,
+            payload,
+            version,
+            filter.model_dump(exclude_none=True) if filter else None,
+            priority,
+            ttl_seconds,
+        )
 
     @tool(title="Receive messages")
     async def receive(
