@@ -18,6 +18,7 @@ from .core import (
 )
 from .errors import (
     InvalidArgument,
+    StoreBusy,
     UnknownMessage,
 )
 from .models import (
@@ -59,14 +60,21 @@ class Inbox(BrokerCore):
         while True:
             ticket = self.doorbell.ticket()
             now = self.clock()
-            rows = await self.store.lease(
-                me,
-                limit=max_messages,
-                lease_seconds=lease_seconds,
-                now=now,
-                max_attempts=self.settings.max_attempts,
-                protocol=protocol,
-            )
+            try:
+                rows = await self.store.lease(
+                    me,
+                    limit=max_messages,
+                    lease_seconds=lease_seconds,
+                    now=now,
+                    max_attempts=self.settings.max_attempts,
+                    protocol=protocol,
+                )
+            except StoreBusy:
+                # Many receivers woken at once (a large broadcast) contend for the write lock; while
+                # the caller still has time to wait, that is a reason to try again, not an error.
+                if deadline - time.monotonic() <= 0:
+                    raise
+                rows = []
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 return ReceiveResult(messages=[to_received(r) for r in rows])

@@ -199,10 +199,11 @@ class Messaging(BrokerCore):
         }
         targets: list[tuple[SessionRow, Target]] = []
         skipped: list[Skipped] = []
+        status_by_id: dict[str, SessionStatus] = {}
         for row in sessions:
-            status = self.status_of(row, now)
             if row.id == me or (names and row.name not in names) or not features <= set(row.features):
                 continue
+            status = status_by_id[row.id] = self.status_of(row, now)
             if statuses and status not in statuses:
                 continue
             their_range = self._range(row, protocol)
@@ -240,6 +241,7 @@ class Messaging(BrokerCore):
             expires_at=expiry(now, ttl_seconds),
         )
         by_id = {row.id: row for row, _ in targets}
+        target_by_id = {row.id: target for row, target in targets}
 
         def result_for(reached: tuple[str, ...]) -> dict[str, Any]:
             return {}
@@ -264,8 +266,8 @@ class Messaging(BrokerCore):
         for recipient_id in outcome.delivered_to:
             row = by_id[recipient_id]
             self.doorbell.ring(row.bell)
-            delivery = "delivered" if self.status_of(row, now) is SessionStatus.active else "queued"
-            target = next(t for r, t in targets if r.id == recipient_id)
+            delivery = "delivered" if status_by_id[recipient_id] is SessionStatus.active else "queued"
+            target = target_by_id[recipient_id]
             recipients.append(
                 BroadcastRecipient(
                     name=row.name,
