@@ -123,21 +123,18 @@ class Messaging(BrokerCore):
             idempotency_key=optional_text(idempotency_key, "idempotency_key", 128),
         )
         status = "delivered" if self.status_of(recipient, now) is SessionStatus.active else "queued"
-
-        def result_for(reached: tuple[str, ...]) -> dict[str, Any]:
-            return SendResult(
-                message_id=message.id,
-                status=status,
-                recipient=recipient.name,
-                recipient_id=recipient.id,
-                protocol=protocol,
-                version=version,
-                delivered_version=route.delivered,
-                adapted_via=route.path if route.adapted else None,
-                created_at=iso(now) or "",
-                expires_at=iso(message.expires_at),
-            ).model_dump(mode="json")
-
+        result = SendResult(
+            message_id=message.id,
+            status=status,
+            recipient=recipient.name,
+            recipient_id=recipient.id,
+            protocol=protocol,
+            version=version,
+            delivered_version=route.delivered,
+            adapted_via=route.path if route.adapted else None,
+            created_at=iso(now) or "",
+            expires_at=iso(message.expires_at),
+        )
         try:
             outcome = await self.store.enqueue(
                 message,
@@ -147,7 +144,7 @@ class Messaging(BrokerCore):
                     else Target(recipient.id)
                 ],
                 max_inbox=self.settings.max_inbox,
-                result_for=result_for,
+                result_for=lambda _reached: result.model_dump(mode="json"),
                 refuse_full=True,
             )
         except InboxFull as exc:
@@ -159,7 +156,7 @@ class Messaging(BrokerCore):
         if outcome.duplicate_result is not None:
             return SendResult.model_validate({**outcome.duplicate_result, "duplicate": True})
         self.doorbell.ring(recipient.bell)
-        return SendResult.model_validate(result_for(outcome.delivered_to))
+        return result
 
     async def broadcast(
         self,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
+
+# Whether a pid still belongs to the process that recorded it, checked at most this often: reading
+# /proc costs more than the rest of a send, and a pid is not reused within a second.
+_START_TTL = 1.0
+_starts: dict[int, tuple[float, str | None]] = {}
 
 
 def process_start(pid: int) -> str | None:
@@ -30,10 +36,20 @@ def is_alive(pid: int, start: str | None) -> bool:
     except PermissionError:
         pass  # exists, owned by someone else
     if start is not None:
-        now_start = process_start(pid)
+        now_start = _recent_start(pid)
         if now_start is not None and now_start != start:
             return False
     return True
+
+
+def _recent_start(pid: int) -> str | None:
+    now = time.monotonic()
+    seen = _starts.get(pid)
+    if seen is None or now - seen[0] > _START_TTL:
+        if len(_starts) >= 4096:
+            _starts.clear()
+        seen = _starts[pid] = (now, process_start(pid))
+    return seen[1]
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ shorthands agents tend to write (``^1.2``, ``~1.2``, a bare ``1.2.3``, ``*``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
@@ -65,7 +66,12 @@ def parse_version(text: str) -> Version:
     if not isinstance(text, str) or not _SEMVER_RE.fullmatch(text):
         shown = _show(text) if isinstance(text, str) else repr(type(text).__name__)
         raise InvalidVersion(f"{shown} is not a version; use MAJOR.MINOR.PATCH such as 1.0.0")
-    return Version(text)
+    return _version(text)
+
+
+# Versions and ranges are parsed on every send; the same few texts come back again and again,
+# and both results are immutable, so they are parsed once per process.
+_version = functools.lru_cache(maxsize=4096)(Version)
 
 
 @dataclass(frozen=True)
@@ -74,12 +80,19 @@ class VersionRange:
 
     text: str
     specifiers: SpecifierSet
+    _answers: dict[str | Version, bool] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def contains(self, version: str | Version) -> bool:
         """True if ``version`` (a ``MAJOR.MINOR.PATCH`` string or a ``Version``) is in the range."""
-        parsed = parse_version(version) if isinstance(version, str) else version
-        # Strict semver has no prereleases; allowing them keeps packaging from second-guessing us.
-        return self.specifiers.contains(parsed, prereleases=True)
+        answer = self._answers.get(version)
+        if answer is None:
+            parsed = parse_version(version) if isinstance(version, str) else version
+            # Strict semver has no prereleases; allowing them keeps packaging from second-guessing us.
+            answer = self.specifiers.contains(parsed, prereleases=True)
+            if len(self._answers) >= 256:
+                self._answers.clear()
+            self._answers[version] = answer
+        return answer
 
     def __str__(self) -> str:
         return self.text
@@ -133,6 +146,11 @@ def parse_range(text: str) -> VersionRange:
     """Parse the versions an agent accepts; garbage raises ``InvalidVersion`` with examples."""
     if not isinstance(text, str):
         raise InvalidVersion(f"a version range must be a string, not {type(text).__name__}; {_RANGE_HELP}")
+    return _parse_range(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_range(text: str) -> VersionRange:
     if len(text) > RANGE_MAX:
         raise InvalidVersion(f"version range is {len(text)} characters long; at most {RANGE_MAX} are allowed")
     if not _RANGE_CHARS_RE.fullmatch(text):

@@ -203,9 +203,9 @@ class Catalog(StoreBase):
     async def send_context(self, sender_id: str, recipient_ref: str, protocol: str) -> SendContext:
         def run(db: sqlite3.Connection) -> SendContext:
             sender = db.execute("SELECT * FROM sessions WHERE id = ?", (sender_id,)).fetchone()
+            # No queue depth here: enqueue counts it in the write transaction, where it counts.
             recipient = db.execute(
-                f"SELECT *, ({DEPTH_SQL}) AS queue_depth FROM sessions WHERE name = ? OR id = ? LIMIT 1",
-                (recipient_ref, recipient_ref),
+                "SELECT * FROM sessions WHERE name = ? OR id = ? LIMIT 1", (recipient_ref, recipient_ref)
             ).fetchone()
             capabilities = {
                 r[0]: json.loads(r[1])

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import InboxFull, StoreUnavailable
+from ..errors import InboxFull
 from ..models import DeliveryState
 from .base import DEPTH_SQL, MESSAGE_COLUMNS, StoreBase
 from .rows import (
@@ -180,19 +180,14 @@ class Queue(StoreBase):
                 for r in rows
             ]
 
-        def check_then_lease() -> list[InboxRow]:
+        def check_then_lease(patient: bool) -> list[InboxRow]:
             # An autocommit read first, in the same thread hand-off: an empty inbox (the common case
             # for a long-poll) never takes the write lock.
-            if not self._retrying(self._has_ready, recipient_id, now, protocol, write=False):
+            if not self._retrying(self._has_ready, recipient_id, now, protocol, write=False, patient=patient):
                 return []
-            return self._retrying(run, write=True)
+            return self._retrying(run, write=True, patient=patient)
 
-        if self._conn is None:
-            raise StoreUnavailable("the store is closed")
-        try:
-            return await self._conn._execute(check_then_lease)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
+        return await self._run(check_then_lease)
 
     async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, str]:
         """Ack this recipient's deliveries: the outcome per id; if any id is not theirs, only those
