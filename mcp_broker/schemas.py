@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import sys
 import threading
 import time
 import types
@@ -48,16 +49,11 @@ MESSAGE_CHARS = 200  # a validation message quotes the instance, which may be 25
 
 def canonical_json(value: Any) -> str:
     """Serialize ``value`` deterministically (sorted keys, no spaces, UTF-8 text); refuse non-JSON."""
-    # json.dumps silently turns int/float/bool/None keys into strings; that is not the value we were given.
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if not all(isinstance(key, str) for key in item):
-                raise InvalidArgument("JSON object keys must be strings")
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+    json_depth(value, sys.maxsize, string_keys=True)
+    return _dumps(value)
+
+
+def _dumps(value: Any) -> str:
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")  # a lone surrogate ("\ud800") parses but cannot be stored as text
@@ -66,8 +62,12 @@ def canonical_json(value: Any) -> str:
     return text
 
 
-def json_depth(value: Any, limit: int) -> int:
-    """Nesting depth of objects/arrays (a scalar is 0); stops as soon as it exceeds ``limit``."""
+def json_depth(value: Any, limit: int, *, string_keys: bool = False) -> int:
+    """Nesting depth of objects/arrays (a scalar is 0); stops as soon as it exceeds ``limit``.
+
+    With ``string_keys``, an object key that is not a string raises ``InvalidArgument``: json.dumps
+    would silently turn int/float/bool/None keys into strings, which is not the value we were given.
+    """
     deepest = 0
     stack = [(value, 0)]
     while stack:
@@ -77,16 +77,21 @@ def json_depth(value: Any, limit: int) -> int:
             deepest = max(deepest, depth)
             if deepest > limit:
                 return deepest
-            stack.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+            if isinstance(item, dict):
+                if string_keys and not all(isinstance(key, str) for key in item):
+                    raise InvalidArgument("JSON object keys must be strings")
+                stack.extend((child, depth) for child in item.values())
+            else:
+                stack.extend((child, depth) for child in item)
     return deepest
 
 
 def check_json_value(value: Any, *, what: str, max_bytes: int, max_depth: int) -> str:
     """Check depth then size of ``value``; return its canonical JSON text."""
     # Depth first and without recursion: json.dumps itself would blow the stack on hostile nesting.
-    if json_depth(value, max_depth) > max_depth:
+    if json_depth(value, max_depth, string_keys=True) > max_depth:
         raise TooLarge(f"{what} nesting depth exceeds {max_depth}; flatten the structure", limit=max_depth)
-    text = canonical_json(value)
+    text = _dumps(value)
     size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise TooLarge(

@@ -38,7 +38,7 @@ class Queue(StoreBase):
 
         A repeated ``idempotency_key`` from the same sender within 24 h stores nothing and returns the
         first answer. A full inbox is refused (``refuse_full``, for send) or skipped (for broadcast);
-        ``result_for`` builds the answer to remember from the recipients reached.
+        ``result_for`` builds the answer to remember (with a key) from the recipients reached.
         """
 
         def run(db: sqlite3.Connection) -> EnqueueOutcome:
@@ -70,8 +70,11 @@ class Queue(StoreBase):
                     full.append((recipient, depth))
                 else:
                     reached.append(target)
-            result = result_for(tuple(t.recipient_id for t in reached))
-            self._insert_message(db, message, json.dumps(result))
+            # The answer is kept only to be replayed for a repeated idempotency key.
+            result = None
+            if message.idempotency_key is not None:
+                result = json.dumps(result_for(tuple(t.recipient_id for t in reached)))
+            self._insert_message(db, message, result)
             self._insert_deliveries(db, message, reached)
             return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full))
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+# A session's JSON columns are read on every send and rarely change, so each distinct text is
+# parsed once. The parsed values are shared between rows: read them, never change them.
+_parsed = functools.lru_cache(maxsize=2048)(json.loads)
 
 
 @dataclass(frozen=True)
@@ -56,9 +61,9 @@ class SessionRow:
         return cls(
             id=row["id"],
             name=row["name"],
-            protocols=json.loads(row["protocols"]),
-            features=json.loads(row["features"]),
-            metadata=json.loads(row["metadata"]),
+            protocols=_parsed(row["protocols"]),
+            features=_parsed(row["features"]),
+            metadata=_parsed(row["metadata"]),
             owner=row["owner"],
             host=row["host"],
             pid=row["pid"],
