@@ -280,6 +280,38 @@ async def test_write_waits_out_a_brief_lock(store: SqliteStore, db_path: Path) -
     assert outcome == ["registered"]
 
 
+async def test_while_a_write_waits_for_the_lock_the_loop_serves_and_later_writes_queue_behind_it(
+    store: SqliteStore, db_path: Path
+) -> None:
+    # Uncontended transactions run on the event loop's thread; a locked file sends them to the worker
+    # thread. Writes issued meanwhile must wait their turn there too, not overtake on the loop.
+    alice, _ = await claim(store, "alice")
+    first, second = message(alice.id, 1), message(alice.id, 2)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            with write_lock(db_path):
+                tg.start_soon(put, store, first, alice.id)
+                await anyio.sleep(0.05)
+                tg.start_soon(put, store, second, alice.id)
+                await anyio.sleep(0.25)
+                assert raw_query(db_path, "SELECT count(*) FROM messages") == [(0,)]
+                assert ticks >= 5, "the event loop was blocked while a write waited for the lock"
+            while len(raw_query(db_path, "SELECT id FROM messages")) < 2:
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    leased = await store.lease(alice.id, limit=5, lease_seconds=30, now=time.time(), max_attempts=5)
+    assert [row.message_id for row in leased] == [first.id, second.id]
+
+
 async def test_store_busy_after_the_budget(db_path: Path) -> None:
     async with opened(db_path, busy_budget=0.3) as s:
         alice, _ = await claim(s, "alice")

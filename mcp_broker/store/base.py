@@ -144,16 +144,19 @@ class StoreBase:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    async def _tx(self, fn: Callable[..., T], *args: Any, write: bool = True) -> T:
+    async def _tx(self, fn: Callable[..., T], *args: Any, write: bool = True, inline: bool = True) -> T:
         """Run ``fn(db, *args)`` in one transaction (see ``_run``)."""
-        return await self._run(lambda patient: self._retrying(fn, *args, write=write, patient=patient))
+        return await self._run(
+            lambda patient: self._retrying(fn, *args, write=write, patient=patient), inline=inline
+        )
 
-    async def _run(self, job: Callable[[bool], T]) -> T:
+    async def _run(self, job: Callable[[bool], T], *, inline: bool = True) -> T:
         """Run ``job(patient)``: once on this thread, impatient; if the file is locked, on the worker
-        thread, patient (retrying until the busy budget runs out)."""
+        thread, patient (retrying until the busy budget runs out). Work that may take long
+        (``inline=False``) always goes to the worker thread, so the event loop keeps serving."""
         if self._conn is None:
             raise StoreUnavailable("the store is closed")
-        if not self._in_thread:
+        if inline and not self._in_thread:
             try:
                 return job(False)
             except _Busy:
@@ -205,4 +208,6 @@ class StoreBase:
         )
 
     async def integrity_check(self) -> str:
-        return await self._tx(lambda db: db.execute("PRAGMA integrity_check").fetchone()[0], write=False)
+        return await self._tx(
+            lambda db: db.execute("PRAGMA integrity_check").fetchone()[0], write=False, inline=False
+        )

@@ -431,4 +431,4 @@ class Queue(StoreBase):
             )
             return counts
 
-        return await self._tx(run)
+        return await self._tx(run, inline=False)  # may delete many rows
