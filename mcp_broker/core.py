@@ -155,6 +155,13 @@ class BrokerCore:
             self._protocols[key] = row
         return row
 
+    def _cached_protocol(self, name: str, version: str) -> ProtocolRow:
+        """A protocol version this process has read before; ``Uncached`` asks the caller to read it."""
+        row = self._protocols.get((name, version))
+        if row is None:
+            raise Uncached(name, version)
+        return row
+
     async def _versions_of(self, name: str) -> list[str]:
         versions.check_protocol_name(name)
         known = await self.store.protocol_versions(name)
@@ -183,10 +190,23 @@ class BrokerCore:
         """The payload transformed along the route and checked against the delivered version's schema."""
         if not route.adapted:
             return None
-        steps = [adapters.parse_steps((await self._adapter(proto.name, a, b)).steps) for a, b in route.hops]
+        edges = [await self._adapter(proto.name, a, b) for a, b in route.hops]
+        target = await self._protocol(proto.name, route.delivered)
+        return self._transform(proto, target, route, edges, payload, recipient)
+
+    def _transform(
+        self,
+        proto: ProtocolRow,
+        target: ProtocolRow,
+        route: routing.Route,
+        edges: list[AdapterRow],
+        payload: Any,
+        recipient: str,
+    ) -> Target:
+        """Apply the route's adapters (``edges``, in order) and check the result against ``target``."""
+        steps = [adapters.parse_steps(edge.steps) for edge in edges]
         labels = [f"{proto.name} {a} -> {b}" for a, b in route.hops]
         adapted = adapters.transform(payload, steps, labels)
-        target = await self._protocol(proto.name, route.delivered)
         try:
             text = self._check_payload(target, adapted)
         except (PayloadInvalid, TooLarge) as exc:
@@ -202,6 +222,14 @@ class BrokerCore:
             for row in await self.store.list_adapters(protocol):
                 self._adapters[(row.protocol, row.from_version, row.to_version)] = row
         return self._adapters[key]
+
+
+class Uncached(Exception):
+    """A protocol version is not in this process's cache yet: read it (async), then try again."""
+
+    def __init__(self, name: str, version: str) -> None:
+        super().__init__(name, version)
+        self.name, self.version = name, version
 
 
 def to_received(row: InboxRow) -> ReceivedMessage:

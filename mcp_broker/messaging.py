@@ -11,6 +11,7 @@ from typing import Any
 from . import routing, schemas, versions
 from .core import (
     BrokerCore,
+    Uncached,
     check_message_ids,
     check_ref,
     check_short_texts,
@@ -43,7 +44,7 @@ from .models import (
     Skipped,
     iso,
 )
-from .store import NewMessage, SessionRow, Target
+from .store import NewMessage, Outgoing, SendContext, SessionRow, Target
 
 
 class Messaging(BrokerCore):
@@ -68,94 +69,106 @@ class Messaging(BrokerCore):
         versions.check_protocol_name(protocol)
         if version is not None:
             versions.parse_version(version)
-        ctx = await self.store.send_context(me, to, protocol)
-        recipient = ctx.recipient
-        if recipient is None:
-            raise UnknownSession(f"no session named {to[:64]!r}; list_sessions shows who is there")
-        if not ctx.versions:
-            raise UnknownProtocol(f"no protocol {protocol!r} is registered; discover_protocols lists what is")
-        if version is not None and version not in ctx.versions:
-            listed = ", ".join(reversed(versions.sort_versions_desc(ctx.versions)))
-            raise UnknownProtocol(f"no protocol {protocol!r} {version}; registered versions: {listed}")
         needed = Capability.request_response if kind == "request" else Capability.point_to_point
-        choose = functools.partial(
-            routing.choose_route,
-            protocol=protocol,
-            recipient=recipient.name,
-            known=ctx.versions,
-            edges=[(a.from_version, a.to_version) for a in ctx.adapters],
-            theirs=self._range(recipient, protocol),
-            mine=self._range(ctx.sender, protocol) if ctx.sender else None,
-            agreed=ctx.agreed,
-            explicit=version,
-        )
-        try:
-            route = choose(allowed=lambda v: needed in ctx.capabilities.get(v, []))
-        except (NoCommonVersion, NotAccepted):
-            # Say "capability" rather than "version" when only the capability stands in the way.
-            route = choose()
-            raise CapabilityNotSupported(
-                f"{recipient.name} would get {protocol} {route.delivered}, which does not allow {needed.value}; "
-                f"versions allowing it: {', '.join(v for v, caps in ctx.capabilities.items() if needed in caps) or 'none'}"
-            ) from None
-        version = route.sent
-        proto = await self._protocol(protocol, version)
-        if needed not in proto.capabilities:
-            raise CapabilityNotSupported(
-                f"{protocol} {version} does not allow {needed.value}; it allows {', '.join(proto.capabilities)}"
+        decided: list[tuple[Outgoing, SendResult]] = []  # the last one is what was stored
+
+        def decide(ctx: SendContext) -> Outgoing:
+            # Runs inside the send's transaction: only cached protocol rows, no awaiting.
+            recipient = ctx.recipient
+            if recipient is None:
+                raise UnknownSession(f"no session named {to[:64]!r}; list_sessions shows who is there")
+            if not ctx.versions:
+                raise UnknownProtocol(
+                    f"no protocol {protocol!r} is registered; discover_protocols lists what is"
+                )
+            if version is not None and version not in ctx.versions:
+                listed = ", ".join(reversed(versions.sort_versions_desc(ctx.versions)))
+                raise UnknownProtocol(f"no protocol {protocol!r} {version}; registered versions: {listed}")
+            choose = functools.partial(
+                routing.choose_route,
+                protocol=protocol,
+                recipient=recipient.name,
+                known=ctx.versions,
+                edges=[(a.from_version, a.to_version) for a in ctx.adapters],
+                theirs=self._range(recipient, protocol),
+                mine=self._range(ctx.sender, protocol) if ctx.sender else None,
+                agreed=ctx.agreed,
+                explicit=version,
             )
-        payload_text = self._check_payload(proto, payload)
-        adapted = await self._adapt(proto, route, payload, recipient.name)
-        now = self.clock()
-        message = NewMessage(
-            id=str(uuid.uuid4()),
-            sender_id=me,
-            broadcast=False,
-            kind=kind,
-            protocol=protocol,
-            version=version,
-            payload=payload_text,
-            priority=priority_rank(priority),
-            created_at=now,
-            expires_at=expiry(now, ttl_seconds),
-            correlation_id=optional_text(correlation_id, "correlation_id", 128),
-            reply_to=optional_text(reply_to, "reply_to", 128),
-            idempotency_key=optional_text(idempotency_key, "idempotency_key", 128),
-        )
-        status = "delivered" if self.status_of(recipient, now) is SessionStatus.active else "queued"
-        result = SendResult(
-            message_id=message.id,
-            status=status,
-            recipient=recipient.name,
-            recipient_id=recipient.id,
-            protocol=protocol,
-            version=version,
-            delivered_version=route.delivered,
-            adapted_via=route.path if route.adapted else None,
-            created_at=iso(now) or "",
-            expires_at=iso(message.expires_at),
-        )
-        try:
-            outcome = await self.store.enqueue(
-                message,
-                [
-                    dataclasses.replace(adapted, recipient_id=recipient.id)
-                    if adapted
-                    else Target(recipient.id)
-                ],
-                max_inbox=self.settings.max_inbox,
-                result_for=lambda _reached: result.model_dump(mode="json"),
-                refuse_full=True,
+            try:
+                route = choose(allowed=lambda v: needed in ctx.capabilities.get(v, []))
+            except (NoCommonVersion, NotAccepted):
+                # Say "capability" rather than "version" when only the capability stands in the way.
+                route = choose()
+                raise CapabilityNotSupported(
+                    f"{recipient.name} would get {protocol} {route.delivered}, which does not allow {needed.value}; "
+                    f"versions allowing it: {', '.join(v for v, caps in ctx.capabilities.items() if needed in caps) or 'none'}"
+                ) from None
+            proto = self._cached_protocol(protocol, route.sent)
+            if needed not in proto.capabilities:
+                raise CapabilityNotSupported(
+                    f"{protocol} {route.sent} does not allow {needed.value}; it allows {', '.join(proto.capabilities)}"
+                )
+            payload_text = self._check_payload(proto, payload)
+            target = Target(recipient.id)
+            if route.adapted:
+                edges = {(a.from_version, a.to_version): a for a in ctx.adapters}
+                delivered = self._cached_protocol(protocol, route.delivered)
+                hops = [edges[hop] for hop in route.hops]
+                adapted = self._transform(proto, delivered, route, hops, payload, recipient.name)
+                target = dataclasses.replace(adapted, recipient_id=recipient.id)
+            now = self.clock()
+            message = NewMessage(
+                id=str(uuid.uuid4()),
+                sender_id=me,
+                broadcast=False,
+                kind=kind,
+                protocol=protocol,
+                version=route.sent,
+                payload=payload_text,
+                priority=priority_rank(priority),
+                created_at=now,
+                expires_at=expiry(now, ttl_seconds),
+                correlation_id=optional_text(correlation_id, "correlation_id", 128),
+                reply_to=optional_text(reply_to, "reply_to", 128),
+                idempotency_key=optional_text(idempotency_key, "idempotency_key", 128),
             )
-        except InboxFull as exc:
-            raise InboxFull(
-                f"{recipient.name}'s inbox holds {exc.details['depth']} waiting messages (limit "
-                f"{self.settings.max_inbox}); nothing was stored. Retry after it receives and acks some.",
-                **exc.details,
-            ) from None
+            status = "delivered" if self.status_of(recipient, now) is SessionStatus.active else "queued"
+            result = SendResult(
+                message_id=message.id,
+                status=status,
+                recipient=recipient.name,
+                recipient_id=recipient.id,
+                protocol=protocol,
+                version=route.sent,
+                delivered_version=route.delivered,
+                adapted_via=route.path if route.adapted else None,
+                created_at=iso(now) or "",
+                expires_at=iso(message.expires_at),
+            )
+            answer = result.model_dump(mode="json") if message.idempotency_key is not None else {}
+            outgoing = Outgoing(message, [target], answer, recipient)
+            decided.append((outgoing, result))
+            return outgoing
+
+        while True:
+            try:
+                outgoing, outcome = await self.store.send(
+                    me, to, protocol, decide, max_inbox=self.settings.max_inbox
+                )
+                result = decided[-1][1]
+                break
+            except Uncached as missing:
+                await self._protocol(missing.name, missing.version)  # then decide again, with it cached
+            except InboxFull as exc:
+                raise InboxFull(
+                    f"{decided[-1][0].recipient.name}'s inbox holds {exc.details['depth']} waiting messages "
+                    f"(limit {self.settings.max_inbox}); nothing was stored. Retry after it receives and acks some.",
+                    **exc.details,
+                ) from None
         if outcome.duplicate_result is not None:
             return SendResult.model_validate({**outcome.duplicate_result, "duplicate": True})
-        self.doorbell.ring(recipient.bell)
+        self.doorbell.ring(outgoing.recipient.bell)
         return result
 
     async def broadcast(

@@ -144,10 +144,23 @@ class StoreBase:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    async def _tx(self, fn: Callable[..., T], *args: Any, write: bool = True, inline: bool = True) -> T:
-        """Run ``fn(db, *args)`` in one transaction (see ``_run``)."""
+    async def _tx(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool = True,
+        inline: bool = True,
+        deferred: bool = False,
+    ) -> T:
+        """Run ``fn(db, *args)`` in one transaction (see ``_run``). A ``deferred`` write takes the
+        lock at its first write on the impatient attempt (reads and decisions before it hold no lock;
+        if another writer commits meanwhile, that attempt fails as busy) and from the start when
+        retrying patiently, so it cannot be starved."""
         return await self._run(
-            lambda patient: self._retrying(fn, *args, write=write, patient=patient), inline=inline
+            lambda patient: self._retrying(
+                fn, *args, write=write, patient=patient, deferred=deferred and not patient
+            ),
+            inline=inline,
         )
 
     async def _run(self, job: Callable[[bool], T], *, inline: bool = True) -> T:
@@ -167,7 +180,9 @@ class StoreBase:
         finally:
             self._in_thread -= 1
 
-    def _retrying(self, fn: Callable[..., T], *args: Any, write: bool, patient: bool = True) -> T:
+    def _retrying(
+        self, fn: Callable[..., T], *args: Any, write: bool, patient: bool = True, deferred: bool = False
+    ) -> T:
         """Run ``fn(db, *args)`` in one transaction; while the file is locked, retry the whole of it
         (``patient``) or raise ``_Busy``."""
         db = self._db
@@ -175,7 +190,7 @@ class StoreBase:
         delay = 20e-6
         while True:
             try:
-                db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                db.execute("BEGIN IMMEDIATE" if write and not deferred else "BEGIN")
                 try:
                     result = fn(db, *args)
                     db.execute("COMMIT")

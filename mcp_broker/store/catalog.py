@@ -200,40 +200,6 @@ class Catalog(StoreBase):
 
         return await self._tx(run, write=False)
 
-    async def send_context(self, sender_id: str, recipient_ref: str, protocol: str) -> SendContext:
-        def run(db: sqlite3.Connection) -> SendContext:
-            sender = db.execute("SELECT * FROM sessions WHERE id = ?", (sender_id,)).fetchone()
-            # No queue depth here: enqueue counts it in the write transaction, where it counts.
-            recipient = db.execute(
-                "SELECT * FROM sessions WHERE name = ? OR id = ? LIMIT 1", (recipient_ref, recipient_ref)
-            ).fetchone()
-            capabilities = {
-                r[0]: json.loads(r[1])
-                for r in db.execute("SELECT version, capabilities FROM protocols WHERE name = ?", (protocol,))
-            }
-            known = list(capabilities)
-            agreed = None
-            if recipient is not None:
-                row = db.execute(
-                    "SELECT version FROM agreements WHERE session_id = ? AND peer_id = ? AND protocol = ?",
-                    (sender_id, recipient["id"], protocol),
-                ).fetchone()
-                agreed = row[0] if row else None
-            adapters = [
-                AdapterRow.from_row(r)
-                for r in db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))
-            ]
-            return SendContext(
-                sender=SessionRow.from_row(sender) if sender else None,
-                recipient=SessionRow.from_row(recipient) if recipient else None,
-                versions=known,
-                capabilities=capabilities,
-                agreed=agreed,
-                adapters=adapters,
-            )
-
-        return await self._tx(run, write=False)
-
     async def list_sessions(self) -> list[SessionRow]:
         def run(db: sqlite3.Connection) -> list[SessionRow]:
             rows = db.execute(f"SELECT *, ({DEPTH_SQL}) AS queue_depth FROM sessions ORDER BY name")
@@ -250,3 +216,36 @@ class Catalog(StoreBase):
             )
 
         await self._tx(run)
+
+
+def read_send_context(
+    db: sqlite3.Connection, sender_id: str, recipient_ref: str, protocol: str
+) -> SendContext:
+    """Who sends to whom, the protocol's versions and adapters, and any agreed version: what send decides on."""
+    sender = db.execute("SELECT * FROM sessions WHERE id = ?", (sender_id,)).fetchone()
+    # No queue depth here: the enqueue counts it, in the same transaction as the insert.
+    recipient = db.execute(
+        "SELECT * FROM sessions WHERE name = ? OR id = ? LIMIT 1", (recipient_ref, recipient_ref)
+    ).fetchone()
+    capabilities = {
+        r[0]: json.loads(r[1])
+        for r in db.execute("SELECT version, capabilities FROM protocols WHERE name = ?", (protocol,))
+    }
+    agreed = None
+    if recipient is not None:
+        row = db.execute(
+            "SELECT version FROM agreements WHERE session_id = ? AND peer_id = ? AND protocol = ?",
+            (sender_id, recipient["id"], protocol),
+        ).fetchone()
+        agreed = row[0] if row else None
+    adapters = [
+        AdapterRow.from_row(r) for r in db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))
+    ]
+    return SendContext(
+        sender=SessionRow.from_row(sender) if sender else None,
+        recipient=SessionRow.from_row(recipient) if recipient else None,
+        versions=list(capabilities),
+        capabilities=capabilities,
+        agreed=agreed,
+        adapters=adapters,
+    )

@@ -11,10 +11,13 @@ from typing import Any
 from ..errors import InboxFull
 from ..models import DeliveryState
 from .base import DEPTH_SQL, MESSAGE_COLUMNS, StoreBase
+from .catalog import read_send_context
 from .rows import (
     EnqueueOutcome,
     InboxRow,
     NewMessage,
+    Outgoing,
+    SendContext,
     StatusRow,
     Target,
 )
@@ -40,45 +43,76 @@ class Queue(StoreBase):
         first answer. A full inbox is refused (``refuse_full``, for send) or skipped (for broadcast);
         ``result_for`` builds the answer to remember (with a key) from the recipients reached.
         """
+        return await self._tx(self._enqueue, message, recipients, max_inbox, result_for, refuse_full)
 
-        def run(db: sqlite3.Connection) -> EnqueueOutcome:
-            if message.idempotency_key is not None:
-                row = db.execute(
-                    """SELECT result FROM messages WHERE sender_id = ? AND idempotency_key = ? AND created_at > ?
-                       ORDER BY created_at DESC LIMIT 1""",
-                    (message.sender_id, message.idempotency_key, message.created_at - IDEMPOTENCY_WINDOW),
-                ).fetchone()
-                if row is not None:
-                    return EnqueueOutcome(duplicate_result=json.loads(row[0]))
-            reached: list[Target] = []
-            full: list[tuple[str, int]] = []
-            for target in recipients:
-                recipient = target.recipient_id
-                depth = db.execute(
-                    """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
-                       AND (expires_at IS NULL OR expires_at > ?)""",
-                    (recipient, message.created_at),
-                ).fetchone()[0]
-                if depth >= max_inbox:
-                    if refuse_full:
-                        raise InboxFull(
-                            f"the recipient's inbox holds {depth} waiting messages (limit {max_inbox}); "
-                            "nothing was stored. Retry after it receives and acks some.",
-                            recipient_id=recipient,
-                            depth=depth,
-                        )
-                    full.append((recipient, depth))
-                else:
-                    reached.append(target)
-            # The answer is kept only to be replayed for a repeated idempotency key.
-            result = None
-            if message.idempotency_key is not None:
-                result = json.dumps(result_for(tuple(t.recipient_id for t in reached)))
-            self._insert_message(db, message, result)
-            self._insert_deliveries(db, message, reached)
-            return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full))
+    async def send(
+        self,
+        sender_id: str,
+        recipient_ref: str,
+        protocol: str,
+        decide: Callable[[SendContext], Outgoing],
+        *,
+        max_inbox: int,
+    ) -> tuple[Outgoing, EnqueueOutcome]:
+        """Read what a send needs, let ``decide`` build the message, and store it: one transaction.
 
-        return await self._tx(run)
+        ``decide`` runs inside the transaction, and again if the transaction is retried, so it must
+        not change anything outside what it returns. On the event loop's thread the transaction starts
+        deferred, so the write lock is held only from the insert on, not while ``decide`` validates.
+        """
+
+        def run(db: sqlite3.Connection) -> tuple[Outgoing, EnqueueOutcome]:
+            outgoing = decide(read_send_context(db, sender_id, recipient_ref, protocol))
+            answer = outgoing.answer
+            outcome = self._enqueue(db, outgoing.message, outgoing.targets, max_inbox, lambda _: answer, True)
+            return outgoing, outcome
+
+        return await self._tx(run, deferred=True)
+
+    def _enqueue(
+        self,
+        db: sqlite3.Connection,
+        message: NewMessage,
+        recipients: Sequence[Target],
+        max_inbox: int,
+        result_for: Callable[[tuple[str, ...]], dict[str, Any]],
+        refuse_full: bool,
+    ) -> EnqueueOutcome:
+        if message.idempotency_key is not None:
+            row = db.execute(
+                """SELECT result FROM messages WHERE sender_id = ? AND idempotency_key = ? AND created_at > ?
+                   ORDER BY created_at DESC LIMIT 1""",
+                (message.sender_id, message.idempotency_key, message.created_at - IDEMPOTENCY_WINDOW),
+            ).fetchone()
+            if row is not None:
+                return EnqueueOutcome(duplicate_result=json.loads(row[0]))
+        reached: list[Target] = []
+        full: list[tuple[str, int]] = []
+        for target in recipients:
+            recipient = target.recipient_id
+            depth = db.execute(
+                """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
+                   AND (expires_at IS NULL OR expires_at > ?)""",
+                (recipient, message.created_at),
+            ).fetchone()[0]
+            if depth >= max_inbox:
+                if refuse_full:
+                    raise InboxFull(
+                        f"the recipient's inbox holds {depth} waiting messages (limit {max_inbox}); "
+                        "nothing was stored. Retry after it receives and acks some.",
+                        recipient_id=recipient,
+                        depth=depth,
+                    )
+                full.append((recipient, depth))
+            else:
+                reached.append(target)
+        # The answer is kept only to be replayed for a repeated idempotency key.
+        result = None
+        if message.idempotency_key is not None:
+            result = json.dumps(result_for(tuple(t.recipient_id for t in reached)))
+        self._insert_message(db, message, result)
+        self._insert_deliveries(db, message, reached)
+        return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full))
 
     @staticmethod
     def _insert_message(db: sqlite3.Connection, message: NewMessage, result: str | None) -> None:

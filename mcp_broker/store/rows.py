@@ -227,6 +227,16 @@ class SendContext:
 
 
 @dataclass(frozen=True)
+class Outgoing:
+    """What ``send`` decided from a ``SendContext``: the message, its deliveries, and its answer."""
+
+    message: NewMessage
+    targets: list[Target]
+    answer: dict[str, Any]  # kept to be replayed for a repeated idempotency key
+    recipient: SessionRow
+
+
+@dataclass(frozen=True)
 class EnqueueOutcome:
     """What one send or broadcast transaction did."""
 
