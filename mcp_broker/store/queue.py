@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -212,10 +211,7 @@ class Queue(StoreBase):
                    WHERE seq = ?""",
                 [(until, now, r["seq"]) for r in rows],
             )
-            return [
-                dataclasses.replace(InboxRow.from_row(r), attempts=r["attempts"] + 1, visible_at=until)
-                for r in rows
-            ]
+            return [InboxRow.from_row(r, attempts=r["attempts"] + 1, visible_at=until) for r in rows]
 
         def check_then_lease(patient: bool) -> list[InboxRow]:
             # An autocommit read first, in the same thread hand-off: an empty inbox (the common case
@@ -428,7 +424,7 @@ class Queue(StoreBase):
                    WHERE seq = ?""",
                 (now, now, row["seq"]),
             )
-            return dataclasses.replace(InboxRow.from_row(row), attempts=row["attempts"] + 1, state="acked")
+            return InboxRow.from_row(row, attempts=row["attempts"] + 1, state="acked")
 
         return await self._tx(run)
 

@@ -117,8 +117,9 @@ class InboxRow:
     updated_at: float
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> InboxRow:
-        return cls(
+    def from_row(cls, row: sqlite3.Row, **changes: Any) -> InboxRow:
+        """The row as read, with ``changes`` (such as a lease's new attempts) applied."""
+        values = dict(
             message_id=row["message_id"],
             sender_id=row["sender_id"],
             sender_name=row["sender_name"] or row["sender_id"],
@@ -140,6 +141,7 @@ class InboxRow:
             reason=row["reason"],
             updated_at=row["updated_at"],
         )
+        return cls(**(values | changes))
 
 
 @dataclass(frozen=True)
