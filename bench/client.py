@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,21 @@ class BrokerProcess:
 
     @classmethod
     async def spawn(
-        cls, db: Path, log_dir: Path, name: str, *, init_timeout: float = 180.0, **settings: Any
+        cls,
+        db: Path,
+        log_dir: Path,
+        name: str,
+        *,
+        init_timeout: float = 180.0,
+        command: Sequence[str] = BROKER_COMMAND,
+        **settings: Any,
     ) -> BrokerProcess:
         """Start a broker on ``db`` and finish the MCP handshake; stderr goes to ``log_dir/name.log``."""
         log_path = log_dir / f"{name}.log"
         with open(log_path, "ab") as log:
             spawned_at = time.perf_counter()
             proc = await asyncio.create_subprocess_exec(
-                *BROKER_COMMAND,
+                *command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
@@ -99,7 +106,7 @@ class BrokerProcess:
                 if "method" in message:
                     self._answer_server(message)
                     continue
-                future = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+                future = self._pending.pop(message.get("id"), None)
                 if future is not None and not future.done():
                     future.set_result((arrived, message))
         finally:

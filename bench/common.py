@@ -21,7 +21,7 @@ SCHEMA = {
     "required": ["n"],
     "additionalProperties": False,
 }
-REGISTER = {
+REGISTER: dict[str, Any] = {
     "name": PROTOCOL,
     "version": "1.0.0",
     "schema": SCHEMA,

@@ -1,13 +1,15 @@
 """2. Send throughput over stdio, beside MCP ping round trips on the same connection.
 
-Calls are sequential (one in flight), as a model calls tools. Blocks of sends and blocks of pings
-alternate, and which goes first alternates too, so a noisy neighbour hits both alike. A second
-process drains the recipient's inbox between blocks, outside the timed spans.
+Calls are sequential (one in flight), as a model calls tools. Blocks of sends, pings and calls of a
+no-op tool with send's signature and result (``bench.baseline_server``) take turns, in a rotating
+order, so a noisy neighbour hits all alike. A second process drains the recipient's inbox between
+rounds, outside the timed spans.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 from .common import PROTOCOL, Progress, Run, drain, payload, session
@@ -18,10 +20,13 @@ async def run_throughput(run: Run) -> None:
     block = 20 if run.quick else 100
     rounds = max(2, run.messages // block)
     db = run.db("throughput")
-    sender, sink = await asyncio.gather(run.spawn(db, "sender"), run.spawn(db, "sink"))
+    sender, sink = await asyncio.gather(
+        run.spawn(db, "sender", command=[sys.executable, "-m", "bench.baseline_server"]),
+        run.spawn(db, "sink"),
+    )
     await session(sender, "tp-sender", register=True)
     await session(sink, "tp-sink")
-    progress(f"{rounds} rounds of {block} sends and {block} pings, alternating")
+    progress(f"{rounds} rounds of {block} sends, {block} pings and {block} no-op tool calls, rotating")
 
     async def sends(start: int) -> float:
         t0 = time.perf_counter()
@@ -29,33 +34,36 @@ async def run_throughput(run: Run) -> None:
             await sender.call("send", {"to": "tp-sink", "protocol": PROTOCOL, "payload": payload(n)})
         return time.perf_counter() - t0
 
-    async def pings() -> float:
+    async def pings(_: int) -> float:
         t0 = time.perf_counter()
         for _ in range(block):
             await sender.ping()
         return time.perf_counter() - t0
 
-    await sends(-block)  # warm up
-    await pings()
+    async def noops(start: int) -> float:
+        t0 = time.perf_counter()
+        for n in range(start, start + block):
+            await sender.call("noop_send", {"to": "tp-sink", "protocol": PROTOCOL, "payload": payload(n)})
+        return time.perf_counter() - t0
+
+    kinds = {"send": sends, "ping": pings, "noop": noops}
+    for measure in kinds.values():  # warm up
+        await measure(-block)
     await drain(sink)
-    send_time = ping_time = 0.0
+    spent = dict.fromkeys(kinds, 0.0)
     ratios = []
     for r in range(rounds):
-        if r % 2:
-            s = await sends(r * block)
-            p = await pings()
-        else:
-            p = await pings()
-            s = await sends(r * block)
-        send_time += s
-        ping_time += p
-        ratios.append(p / s)
+        took = {}
+        for kind in [*kinds][r % 3 :] + [*kinds][: r % 3]:
+            took[kind] = await kinds[kind](r * block)
+            spent[kind] += took[kind]
+        ratios.append(took["ping"] / took["send"])
         if await drain(sink) != block:
             raise RuntimeError("the sink did not receive every message of the block")
     await run.close(sender, sink)
 
     total = rounds * block
-    send_rate, ping_rate = total / send_time, total / ping_time
+    send_rate, ping_rate, noop_rate = (total / spent[kind] for kind in kinds)
     ratios.sort()
     run.details["throughput"] = {
         "calls_per_kind": total,
@@ -66,4 +74,13 @@ async def run_throughput(run: Run) -> None:
     run.figure(
         "throughput.ping_per_s", ping_rate, "calls/s", "baseline: MCP ping round trips, same connection"
     )
+    run.figure(
+        "throughput.noop_per_s",
+        noop_rate,
+        "calls/s",
+        "baseline: a tool with send's parameters and result that does nothing, same connection",
+    )
     run.figure("throughput.send_per_ping", send_rate / ping_rate, "")
+    run.figure(
+        "throughput.noop_per_ping", noop_rate / ping_rate, "", "what FastMCP's path around a tool leaves"
+    )
