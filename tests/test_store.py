@@ -312,6 +312,25 @@ async def test_while_a_write_waits_for_the_lock_the_loop_serves_and_later_writes
     assert [row.message_id for row in leased] == [first.id, second.id]
 
 
+async def test_a_write_whose_caller_stopped_waiting_still_goes_before_later_writes(
+    store: SqliteStore, db_path: Path
+) -> None:
+    # The caller of `first` is cancelled while its transaction waits for the lock on the worker
+    # thread; the transaction itself goes on there. A write issued right after the lock is released
+    # must queue behind it, not run on the loop's thread beside it (one connection, two threads).
+    alice, _ = await claim(store, "alice")
+    first, second = message(alice.id, 1), message(alice.id, 2)
+    with anyio.fail_after(10):
+        with write_lock(db_path):
+            with anyio.move_on_after(0.3):  # by then the retry backs off 50 ms at a time
+                await put(store, first, alice.id)
+        await put(store, second, alice.id)
+        while len(raw_query(db_path, "SELECT id FROM messages")) < 2:
+            await anyio.sleep(0.01)
+    leased = await store.lease(alice.id, limit=5, lease_seconds=30, now=time.time(), max_attempts=5)
+    assert [row.message_id for row in leased] == [first.id, second.id]
+
+
 async def test_store_busy_after_the_budget(db_path: Path) -> None:
     async with opened(db_path, busy_budget=0.3) as s:
         alice, _ = await claim(s, "alice")

@@ -11,6 +11,7 @@ open while the broker waits for anything, so the WAL can always be checkpointed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -107,7 +108,7 @@ class StoreBase:
         db.row_factory = sqlite3.Row
         # Setup statements run outside our retry loop, so let SQLite wait for a brief lock here.
         db.execute(f"PRAGMA busy_timeout = {int(self.busy_budget * 1000)}")
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._switch_to_wal(db)
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"could not switch to WAL (journal_mode is {mode})")
         db.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'full' else 'NORMAL'}")
@@ -116,6 +117,18 @@ class StoreBase:
         db.execute("PRAGMA journal_size_limit = 16777216")
         db.execute("PRAGMA busy_timeout = 0")  # from here on we retry ourselves, faster than SQLite's handler
         self._retrying(self._migrate, write=True)
+
+    def _switch_to_wal(self, db: sqlite3.Connection) -> str:
+        # Several processes opening a fresh file at once all ask for WAL; SQLite may refuse one as
+        # busy without waiting (to rule out a deadlock), so we wait and ask again ourselves.
+        deadline = time.monotonic() + self.busy_budget
+        while True:
+            try:
+                return str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005 + 0.01 * random.random())
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -174,11 +187,25 @@ class StoreBase:
                 return job(False)
             except _Busy:
                 pass
+        conn = self._conn
+        if not conn._running:
+            raise StoreUnavailable("the store is closed")
+        loop = asyncio.get_running_loop()
+
+        def in_thread() -> T:
+            try:
+                return job(True)
+            finally:
+                # Counted down when the job ends, not when its caller stops waiting: a cancelled
+                # caller leaves the job running, and nothing may run on the loop's thread beside it.
+                with contextlib.suppress(RuntimeError):  # the loop is gone: so is anyone to run beside
+                    loop.call_soon_threadsafe(self._left_thread)
+
         self._in_thread += 1
-        try:
-            return await self._conn._execute(job, True)
-        finally:
-            self._in_thread -= 1
+        return await conn._execute(in_thread)  # queued at once: nothing awaits before the job is in
+
+    def _left_thread(self) -> None:
+        self._in_thread -= 1
 
     def _retrying(
         self, fn: Callable[..., T], *args: Any, write: bool, patient: bool = True, deferred: bool = False
