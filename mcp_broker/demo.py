@@ -208,10 +208,16 @@ async def conversation(env: dict[str, str], log: Path) -> None:
             await anyio.sleep(0.5)  # let the receive reach the reviewer's process and start waiting
             sent_at = time.perf_counter()
             sent = await author.send("reviewer", "review", {"file": "app.py"})
+            replied_at = time.perf_counter()
         got = woke["messages"]
         expect(sent["status"] == "delivered", "send to an active reviewer was not delivered")
         expect([m["message_id"] for m in got] == [sent["message_id"]], "reviewer did not get the message")
-        reviewer.show(got[0], f"  (long-poll woke {(woke['at'] - sent_at) * 1000:.0f} ms after the send)")
+        # One clock here: the send's request leaving, its answer arriving, the receive's answer arriving.
+        reviewer.show(
+            got[0],
+            f"  (long-poll answered {(woke['at'] - sent_at) * 1000:.1f} ms after the send left; "
+            f"the send's own answer took {(replied_at - sent_at) * 1000:.1f} ms)",
+        )
         await reviewer.ack(got)
 
         verdict = {"file": "app.py", "verdict": "approve", "comment": "LGTM"}

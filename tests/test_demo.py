@@ -38,7 +38,8 @@ def test_demo_prints_a_real_conversation_and_cleans_up(tmp_path: Path) -> None:
         r"^\[reviewer\] connect .* -> session \w{8} \(new\)$",
         r"^\[author\] negotiate with reviewer  -> compatible=True  agreed: review 1\.0\.0 ",
         r'^\[author\] -> reviewer  review 1\.0\.0  \{"file": "app\.py"\}  \(delivered\)$',
-        r"^\[reviewer\] <- author  review 1\.0\.0 .* attempt 1  \(long-poll woke \d+ ms after the send\)$",
+        r"^\[reviewer\] <- author  review 1\.0\.0 .* attempt 1  \(long-poll answered [\d.]+ ms after the send "
+        r"left; the send's own answer took [\d.]+ ms\)$",
         r"^\[reviewer\] ack 1 message\(s\)$",
         r"\(idempotency_key r-1 seen: first answer again, nothing new stored\)$",
         r"^\[reviewer\] -> author  review .* refused: PAYLOAD_INVALID: ",
@@ -53,7 +54,7 @@ def test_demo_prints_a_real_conversation_and_cleans_up(tmp_path: Path) -> None:
     for pattern in expected:
         assert re.search(pattern, out, re.MULTILINE), f"missing {pattern!r} in:\n{out}"
     # The long-poll is woken by the other process's send, not by its own timeout.
-    woke = int(re.search(r"long-poll woke (\d+) ms", out).group(1))  # type: ignore[union-attr]
+    woke = float(re.search(r"long-poll answered ([\d.]+) ms", out).group(1))  # type: ignore[union-attr]
     assert woke < 2000, out
 
     db = Path(re.search(r"^# mcp-broker demo: database (.+)$", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
