@@ -18,6 +18,20 @@ from fastmcp.client.transports import StdioTransport
 from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
 
+# The ten tools of the SPEC, which every broker process must list.
+CORE_TOOLS = {
+    "register_protocol",
+    "discover_protocols",
+    "connect",
+    "list_sessions",
+    "negotiate",
+    "send",
+    "broadcast",
+    "receive",
+    "ack",
+    "disconnect",
+}
+
 
 @pytest.fixture(autouse=True)
 def _scrub_environment(monkeypatch: pytest.MonkeyPatch) -> None:

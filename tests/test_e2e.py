@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import pytest
-from conftest import Spawn, broker_env, started
+from conftest import CORE_TOOLS, Spawn, broker_env, started
 from fastmcp import Client
 from mcp.shared.exceptions import MCPError
 
@@ -38,18 +38,6 @@ CHAT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 CHAT = [{"name": "chat", "versions": ">=1.0,<2"}]
-CORE_TOOLS = {
-    "register_protocol",
-    "discover_protocols",
-    "connect",
-    "list_sessions",
-    "negotiate",
-    "send",
-    "broadcast",
-    "receive",
-    "ack",
-    "disconnect",
-}
 
 
 # --- helpers ---------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CORE_TOOLS
 
 NPX = shutil.which("npx")
 
@@ -25,18 +26,6 @@ pytestmark = [
     pytest.mark.skipif(NPX is None, reason="npx is not on PATH: the MCP Inspector CLI needs Node.js"),
 ]
 
-CORE_TOOLS = {
-    "register_protocol",
-    "discover_protocols",
-    "connect",
-    "list_sessions",
-    "negotiate",
-    "send",
-    "broadcast",
-    "receive",
-    "ack",
-    "disconnect",
-}
 CHAT_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 
 

@@ -214,8 +214,8 @@ class Queue(StoreBase):
             return [InboxRow.from_row(r, attempts=r["attempts"] + 1, visible_at=until) for r in rows]
 
         def check_then_lease(patient: bool) -> list[InboxRow]:
-            # An autocommit read first, in the same thread hand-off: an empty inbox (the common case
-            # for a long-poll) never takes the write lock.
+            # A read first, in the same job: an empty inbox (the common case for a long-poll)
+            # never takes the write lock.
             if not self._retrying(self._has_ready, recipient_id, now, protocol, write=False, patient=patient):
                 return []
             return self._retrying(run, write=True, patient=patient)
