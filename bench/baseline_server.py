@@ -13,10 +13,10 @@ from typing import Any
 import anyio
 
 from mcp_broker import config
-from mcp_broker.broker import Broker
+from mcp_broker.domain import Broker
+from mcp_broker.mcp import build_server
+from mcp_broker.mcp.transport import serve_stdio
 from mcp_broker.models import SendResult
-from mcp_broker.server import build_server
-from mcp_broker.transport import serve_stdio
 
 ANSWER = SendResult(
     message_id="00000000-0000-4000-8000-000000000000",

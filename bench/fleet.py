@@ -24,8 +24,8 @@ import traceback
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.domain import Broker
 
 from . import procfs
 from .common import SPEAKS
@@ -54,8 +54,8 @@ async def until_quiet(at_most: float) -> None:
 async def drain(broker: Broker, slots: asyncio.Semaphore) -> int:
     total = 0
     async with slots:
-        while got := (await broker.receive(max_messages=100)).messages:
-            await broker.ack([m.message_id for m in got])
+        while got := (await broker.inbox.receive(max_messages=100)).messages:
+            await broker.inbox.ack([m.message_id for m in got])
             total += len(got)
     return total
 
@@ -66,12 +66,12 @@ async def park(brokers: list[Broker]) -> None:
 
     async def one(broker: Broker) -> None:
         try:
-            got = await broker.receive(max_messages=10, wait_seconds=PARK_SECONDS)
+            got = await broker.inbox.receive(max_messages=10, wait_seconds=PARK_SECONDS)
             if not got.messages:
                 errors.append(f"{broker.session_name}: nothing arrived in {PARK_SECONDS:g} s")
                 return
             received.append(time.perf_counter())
-            await broker.ack([m.message_id for m in got.messages])
+            await broker.inbox.ack([m.message_id for m in got.messages])
         except Exception as exc:
             errors.append(f"{broker.session_name}: {type(exc).__name__}: {exc}")
 
@@ -83,12 +83,12 @@ async def park(brokers: list[Broker]) -> None:
 
 
 async def main(db: Path, first: int, count: int) -> None:
-    settings = Settings(db=db, heartbeat_interval=3600, stale_after=3600, log_level="WARNING")
+    settings = Settings(store=db, heartbeat_interval=3600, stale_after=3600, log_level="WARNING")
     async with AsyncExitStack() as stack:
         brokers = []
         for i in range(first, first + count):
             broker = await stack.enter_async_context(Broker.running(settings))
-            await broker.connect(f"bc-{i}", SPEAKS)
+            await broker.sessions.connect(f"bc-{i}", SPEAKS)
             brokers.append(broker)
         say({"ready": len(brokers)})
         reader = asyncio.StreamReader()

@@ -13,8 +13,8 @@ import uuid
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.domain import Broker
 
 from .common import PROTOCOL, REGISTER, SPEAKS, TEXT, Progress, Run, payload
 
@@ -46,17 +46,17 @@ class RawSqlite:
 async def _drain(broker: Broker) -> int:
     total = 0
     while True:
-        got = await broker.receive(max_messages=100)
+        got = await broker.inbox.receive(max_messages=100)
         if not got.messages:
             return total
-        await broker.ack([m.message_id for m in got.messages])
+        await broker.inbox.ack([m.message_id for m in got.messages])
         total += len(got.messages)
 
 
 async def run_store(run: Run) -> None:
     progress = Progress("store")
     db = run.db("store")
-    settings = Settings(db=db, heartbeat_interval=3600, log_level="WARNING")
+    settings = Settings(store=db, heartbeat_interval=3600, log_level="WARNING")
     block = 50 if run.quick else 200
     rounds = max(2, (run.messages * 2) // block)
     pipeline_total = 300 if run.quick else max(1000, run.messages * 5)
@@ -64,9 +64,9 @@ async def run_store(run: Run) -> None:
     async with AsyncExitStack() as stack:
         alice = await stack.enter_async_context(Broker.running(settings))
         bob = await stack.enter_async_context(Broker.running(settings))
-        await alice.register_protocol(**REGISTER)
-        await alice.connect("store-alice", SPEAKS)
-        await bob.connect("store-bob", SPEAKS)
+        await alice.catalog.register_protocol(**REGISTER)
+        await alice.sessions.connect("store-alice", SPEAKS)
+        await bob.sessions.connect("store-bob", SPEAKS)
         progress(
             f"{rounds} rounds of {block} Broker.send and {block} raw sqlite3 insert-commits, alternating"
         )
@@ -74,7 +74,7 @@ async def run_store(run: Run) -> None:
         async def sends(start: int) -> float:
             t0 = time.perf_counter()
             for n in range(start, start + block):
-                await alice.send("store-bob", PROTOCOL, payload(n))
+                await alice.messaging.send("store-bob", PROTOCOL, payload(n))
             return time.perf_counter() - t0
 
         def inserts(start: int) -> float:
@@ -105,13 +105,13 @@ async def run_store(run: Run) -> None:
         while done < pipeline_total:
             batch = min(100, pipeline_total - done)
             for n in range(done, done + batch):
-                await alice.send("store-bob", PROTOCOL, payload(n))
+                await alice.messaging.send("store-bob", PROTOCOL, payload(n))
             got = 0
             while got < batch:
-                received = await bob.receive(max_messages=100)
+                received = await bob.inbox.receive(max_messages=100)
                 if not received.messages:
                     raise RuntimeError("a sent message was not there to receive")
-                await bob.ack([m.message_id for m in received.messages])
+                await bob.inbox.ack([m.message_id for m in received.messages])
                 got += len(received.messages)
             done += batch
         pipeline_rate = pipeline_total / (time.perf_counter() - t0)

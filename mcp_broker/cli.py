@@ -15,6 +15,7 @@ import anyio
 
 from . import __version__, config
 from .errors import BrokerError
+from .store import check_store_url
 
 
 def _setup_logging(level: str) -> None:
@@ -50,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(settings: config.Settings) -> None:
-    from .broker import Broker
-    from .server import build_server
-    from .transport import serve_stdio
+    from .domain import Broker
+    from .mcp import build_server
+    from .mcp.transport import serve_stdio
 
     async with Broker.running(settings) as broker, anyio.create_task_group() as tg:
 
@@ -63,7 +64,7 @@ async def _serve(settings: config.Settings) -> None:
                     tg.cancel_scope.cancel()
 
         async def serve() -> None:
-            logging.getLogger(__name__).info("mcp-broker %s serving %s", __version__, settings.db)
+            logging.getLogger(__name__).info("mcp-broker %s serving %s", __version__, settings.store)
             await serve_stdio(build_server(broker))
             tg.cancel_scope.cancel()  # stdin closed: a clean exit
 
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         settings = config.load(args)
+        check_store_url(settings.store)
     except ValueError as exc:
         logging.getLogger(__name__).error("bad configuration: %s", exc)
         sys.exit(2)

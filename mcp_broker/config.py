@@ -26,9 +26,13 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("mcp-broker", appauthor=False)) / "broker.db"
 
 
+def default_store() -> str:
+    return f"sqlite://{default_db_path()}"
+
+
 @dataclass(frozen=True)
 class Settings:
-    db: Path = dataclasses.field(default_factory=default_db_path)
+    store: str = dataclasses.field(default_factory=default_store)
     durability: Durability = "normal"
     stale_after: float = 30.0
     expire_after: float = 600.0
@@ -42,10 +46,14 @@ class Settings:
     lock_timeout: float = 10.0
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.store, os.PathLike):  # a path is a SQLite store; keep it as text, like a URL
+            object.__setattr__(self, "store", os.fspath(self.store))
+
 
 # name -> (type, help). The order is the README's order.
 FIELDS: dict[str, tuple[type, str]] = {
-    "db": (Path, "path of the shared SQLite database file"),
+    "store": (str, "the shared store: sqlite:///absolute/path.db or a plain path (--db is an alias)"),
     "durability": (str, "normal (survives any process crash) or full (also survives power loss; slower)"),
     "stale_after": (float, "seconds without heartbeat before a session shows as stale"),
     "expire_after": (float, "seconds without heartbeat before a session counts as disconnected"),
@@ -56,7 +64,7 @@ FIELDS: dict[str, tuple[type, str]] = {
     "max_schema_bytes": (int, "largest protocol schema, serialized as JSON"),
     "max_depth": (int, "deepest JSON nesting accepted in payloads and schemas"),
     "retention_days": (float, "days to keep acked messages and long-disconnected sessions"),
-    "lock_timeout": (float, "seconds a call waits for a database locked by others before STORE_BUSY"),
+    "lock_timeout": (float, "SQLite: seconds a call waits for a database locked by others before STORE_BUSY"),
     "log_level": (str, "stderr log level: DEBUG, INFO, WARNING, ERROR"),
 }
 
@@ -89,11 +97,12 @@ def add_arguments(parser: argparse.ArgumentParser, *, subcommand: bool = False) 
     and ``mcp-broker --db X demo`` both work), so they must not overwrite a top-level value with None.
     """
     for field, (_, help_text) in FIELDS.items():
+        flags = ["--" + field.replace("_", "-")] + (["--db"] if field == "store" else [])
         parser.add_argument(
-            "--" + field.replace("_", "-"),
+            *flags,
             dest=field,
             default=argparse.SUPPRESS if subcommand else None,
-            help=f"{help_text} [{env_name(field)}]",
+            help=f"{help_text} [{env_name(field)}" + (", MCP_BROKER_DB]" if field == "store" else "]"),
         )
 
 
@@ -105,10 +114,12 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
         raw = getattr(args, field, None) if args is not None else None
         if raw is None:
             raw = environ.get(env_name(field)) or None
+        if raw is None and field == "store":
+            raw = environ.get("MCP_BROKER_DB") or None  # the older name, kept as an alias
         if raw is not None:
             values[field] = _convert(field, raw)
-    if "db" in values:
-        values["db"] = Path(values["db"]).expanduser()
+    if "store" in values and "://" not in values["store"]:
+        values["store"] = str(Path(values["store"]).expanduser())
     return Settings(**values)
 
 

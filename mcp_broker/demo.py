@@ -158,12 +158,12 @@ async def spawn(env: dict[str, str], log: Path, *names: str) -> AsyncIterator[li
                     tg.start_soon(client.close)
 
 
-def child_env(settings: config.Settings, db: Path) -> dict[str, str]:
+def child_env(settings: config.Settings, store: str) -> dict[str, str]:
     """The demo's settings, handed to each broker process as MCP_BROKER_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")}
     for field in config.FIELDS:
         env[config.env_name(field)] = str(getattr(settings, field))
-    env["MCP_BROKER_DB"] = str(db)
+    env["MCP_BROKER_STORE"] = store
     return env
 
 
@@ -298,16 +298,17 @@ async def conversation(env: dict[str, str], log: Path) -> None:
         await author.ack([reply])
 
 
-def _explicit_db(settings: config.Settings) -> Path | None:
-    """The database named by --db, if any: a flag wins over MCP_BROKER_DB, so a differing value came from it."""
-    implicit = config.load(None, os.environ).db
-    return settings.db if settings.db != implicit else None
+def _explicit_store(settings: config.Settings) -> str | None:
+    """The store named by --store (or --db), if any: a flag wins over the environment, so a differing
+    value came from it."""
+    implicit = config.load(None, os.environ).store
+    return settings.store if settings.store != implicit else None
 
 
 async def run_demo(settings: config.Settings, keep: bool) -> int:
     """Run the conversation; 0 when every step did what it should."""
     workdir = Path(tempfile.mkdtemp(prefix="mcp-broker-demo-"))
-    db = _explicit_db(settings) or workdir / "broker.db"
+    db = _explicit_store(settings) or str(workdir / "broker.db")
     log = workdir / "brokers.log"
     print(f"# mcp-broker demo: database {db}")
     started = time.perf_counter()

@@ -17,8 +17,12 @@ from packaging.version import Version
 
 from mcp_broker.errors import InvalidArgument, InvalidVersion
 
-PROTOCOL_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*[a-z0-9]$")
+PROTOCOL_NAME_PATTERN = r"^[a-z][a-z0-9_]*[a-z0-9]$"
+PROTOCOL_NAME_RE = re.compile(PROTOCOL_NAME_PATTERN)
 PROTOCOL_NAME_MAX = 64
+VERSION_PATTERN = (
+    r"^[0-9]+\.[0-9]+\.[0-9]+$"  # what a tool's input schema says; parse_version checks the rest
+)
 RANGE_MAX = 200
 
 # Nine digits per part keeps every number a small int, so hostile input cannot make us build

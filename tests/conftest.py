@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -15,8 +16,8 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.domain import Broker
 
 # The ten tools of the SPEC, which every broker process must list.
 CORE_TOOLS = {
@@ -53,26 +54,46 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(db_path: Path) -> Settings:
-    return Settings(db=db_path, heartbeat_interval=0.5)
+    return Settings(store=str(db_path), heartbeat_interval=0.5)
+
+
+class Clock:
+    """A wall clock shifted by ``offset`` seconds; monotonic time (deadlines) stays real."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The wall clock every broker of the test reads (``brokers`` passes it), so the store sees one timeline."""
+    return Clock()
 
 
 BrokerFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def brokers(settings: Settings) -> AsyncIterator[BrokerFactory]:
+async def brokers(settings: Settings, clock: Clock) -> AsyncIterator[BrokerFactory]:
     """Open as many brokers on one file as a test wants; each is one broker process's view of it."""
     async with AsyncExitStack() as stack:
 
         async def open_broker(**overrides: Any) -> Broker:
-            return await stack.enter_async_context(Broker.running(replace(settings, **overrides)))
+            running = Broker.running(replace(settings, **overrides), clock=clock.time)
+            return await stack.enter_async_context(running)
 
         yield open_broker
 
 
 def broker_env(db: Path, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")}
-    env["MCP_BROKER_DB"] = str(db)
+    env["MCP_BROKER_STORE"] = str(db)
     env["MCP_BROKER_LOG_LEVEL"] = "WARNING"
     for key, value in settings.items():
         env["MCP_BROKER_" + key.upper()] = str(value)

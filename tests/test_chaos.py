@@ -34,8 +34,8 @@ from conftest import broker_env, broker_process
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.domain import Broker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -100,11 +100,11 @@ def read_only(db: Path) -> sqlite3.Connection:
 
 async def register_protocol(db: Path, *sessions: str) -> None:
     """Register the protocol, and create ``sessions`` (left disconnected: messages to them queue)."""
-    async with Broker.running(Settings(db=db)) as setup:
-        await setup.register_protocol(PROTOCOL, "1.0.0", SCHEMA, ["point_to_point"])
+    async with Broker.running(Settings(store=db)) as setup:
+        await setup.catalog.register_protocol(PROTOCOL, "1.0.0", SCHEMA, ["point_to_point"])
     for name in sessions:
-        async with Broker.running(Settings(db=db)) as setup:
-            await setup.connect(name, SPEAKS)
+        async with Broker.running(Settings(store=db)) as setup:
+            await setup.sessions.connect(name, SPEAKS)
 
 
 # --- 1. the fault-injection run --------------------------------------------------------------------
@@ -487,13 +487,17 @@ async def test_checker_catches_loss_double_ack_and_redelivery_without_a_higher_a
     """The checker itself, on a fabricated history: each kind of violation is reported."""
     db = tmp_path / "check.db"
     await register_protocol(db)
-    async with Broker.running(Settings(db=db)) as r0, Broker.running(Settings(db=db)) as s0:
-        await r0.connect("r0", SPEAKS)
-        await s0.connect("s0", SPEAKS)
-        first = await s0.send("r0", PROTOCOL, {"sender": "s0", "seq": 1, "to": "r0"}, idempotency_key="s0-1")
-        second = await s0.send("r0", PROTOCOL, {"sender": "s0", "seq": 2, "to": "r0"}, idempotency_key="s0-2")
-        await r0.receive(max_messages=10)
-        await r0.ack([first.message_id])
+    async with Broker.running(Settings(store=db)) as r0, Broker.running(Settings(store=db)) as s0:
+        await r0.sessions.connect("r0", SPEAKS)
+        await s0.sessions.connect("s0", SPEAKS)
+        first = await s0.messaging.send(
+            "r0", PROTOCOL, {"sender": "s0", "seq": 1, "to": "r0"}, idempotency_key="s0-1"
+        )
+        second = await s0.messaging.send(
+            "r0", PROTOCOL, {"sender": "s0", "seq": 2, "to": "r0"}, idempotency_key="s0-2"
+        )
+        await r0.inbox.receive(max_messages=10)
+        await r0.inbox.ack([first.message_id])
     sender = Actor("s0", "sender", random.Random(0), tmp_path)
     receiver = Actor("r0", "receiver", random.Random(0), tmp_path)
     for number, message_id in enumerate([first.message_id, second.message_id, "never-stored"], 1):

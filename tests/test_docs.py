@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from mcp_broker import config
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.domain import Broker
 from mcp_broker.errors import BrokerError
-from mcp_broker.server import build_server
+from mcp_broker.mcp import build_server
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -53,7 +53,7 @@ def all_error_classes(cls: type[BrokerError] = BrokerError) -> list[type[BrokerE
 
 @pytest.fixture
 async def server(tmp_path: Path) -> Any:
-    async with Broker.running(Settings(db=tmp_path / "b.db")) as broker:
+    async with Broker.running(Settings(store=tmp_path / "b.db")) as broker:
         yield build_server(broker)
 
 

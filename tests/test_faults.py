@@ -25,10 +25,10 @@ import anyio
 import pytest
 from fastmcp import Client
 
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.domain import Broker
 from mcp_broker.errors import StoreUnavailable
-from mcp_broker.server import build_server
+from mcp_broker.mcp import build_server
 
 CHAT_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
 CHAT = [{"name": "chat", "versions": ">=1.0,<2"}]
@@ -118,11 +118,11 @@ def make_broker_db(path: Path) -> None:
     """A real broker database with a protocol, two sessions and a queued message."""
 
     async def fill() -> None:
-        async with Broker.running(Settings(db=path)) as a, Broker.running(Settings(db=path)) as b:
-            await a.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
-            await a.connect("alice", CHAT)
-            await b.connect("bob", CHAT)
-            await a.send("bob", "chat", {"text": "hi"})
+        async with Broker.running(Settings(store=path)) as a, Broker.running(Settings(store=path)) as b:
+            await a.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
+            await a.sessions.connect("alice", CHAT)
+            await b.sessions.connect("bob", CHAT)
+            await a.messaging.send("bob", "chat", {"text": "hi"})
 
     anyio.run(fill)
 
@@ -185,12 +185,12 @@ async def test_corrupt_page_gives_store_unavailable_per_call_and_other_calls_kee
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "broker.db"
-    async with Broker.running(Settings(db=db)) as a, Broker.running(Settings(db=db)) as b:
-        await a.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
-        await a.connect("alice", CHAT)
-        await b.connect("bob", CHAT)
+    async with Broker.running(Settings(store=db)) as a, Broker.running(Settings(store=db)) as b:
+        await a.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
+        await a.sessions.connect("alice", CHAT)
+        await b.sessions.connect("bob", CHAT)
         for i in range(200):
-            await a.send("bob", "chat", {"text": f"{i:03d}" + "x" * 300})
+            await a.messaging.send("bob", "chat", {"text": f"{i:03d}" + "x" * 300})
     with contextlib.closing(sqlite3.connect(db)) as conn:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'deliveries'").fetchone()[0]
@@ -201,8 +201,8 @@ async def test_corrupt_page_gives_store_unavailable_per_call_and_other_calls_kee
     data[start : start + page_size] = noise
     db.write_bytes(bytes(data))
 
-    async with Broker.running(Settings(db=db)) as bob:
-        await bob.connect("bob", CHAT)
+    async with Broker.running(Settings(store=db)) as bob:
+        await bob.sessions.connect("bob", CHAT)
         async with Client(build_server(bob)) as client:
             refused = await client.call_tool("receive", {"max_messages": 5}, raise_on_error=False)
             assert refused.is_error
@@ -258,9 +258,9 @@ async def test_write_lock_held_by_another_program_gives_store_busy_per_call(
     spawn: Any, db_path: Path
 ) -> None:
     lock_timeout = 1.0
-    async with Broker.running(Settings(db=db_path)) as setup:
-        await setup.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
-        await setup.connect("sink", CHAT)  # disconnected when this block ends: messages queue for it
+    async with Broker.running(Settings(store=db_path)) as setup:
+        await setup.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
+        await setup.sessions.connect("sink", CHAT)  # disconnected when this block ends: messages queue for it
 
     async with spawn(lock_timeout=lock_timeout) as client:
 
@@ -358,10 +358,10 @@ def test_read_only_database_is_refused_at_startup_and_left_untouched(tmp_path: P
 async def test_full_disk_refuses_send_whole_and_the_broker_keeps_serving(brokers: Any, db_path: Path) -> None:
     sender: Broker = await brokers()
     sink: Broker = await brokers()
-    await sender.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
-    await sink.connect("sink", CHAT)
-    await sender.connect("sender", CHAT)
-    first = await sender.send("sink", "chat", {"text": "fits"})
+    await sender.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
+    await sink.sessions.connect("sink", CHAT)
+    await sender.sessions.connect("sender", CHAT)
+    first = await sender.messaging.send("sink", "chat", {"text": "fits"})
 
     conn = sender.store._conn
     assert conn is not None
@@ -400,14 +400,14 @@ async def test_full_disk_refuses_send_whole_and_the_broker_keeps_serving(brokers
         assert status.structured_content["messages"][0]["deliveries"][0]["state"] == "queued"
         assert not (await client.call_tool("list_sessions", {})).is_error
         with pytest.raises(StoreUnavailable, match="full"):
-            await sender.send("sink", "chat", big)
+            await sender.messaging.send("sink", "chat", big)
 
         # Space comes back: the very same call goes through.
         await on_store_thread("PRAGMA max_page_count = 1073741823")
         sent = await client.call_tool("send", {"to": "sink", "protocol": "chat", "payload": big})
         assert sent.structured_content["status"] == "delivered"
 
-    got = await sink.receive(max_messages=10)
+    got = await sink.inbox.receive(max_messages=10)
     assert [m.payload for m in got.messages] == [{"text": "fits"}, big]
     assert counts() == (before[0] + 1, before[1] + 1)
     assert await sender.store.integrity_check() == "ok"

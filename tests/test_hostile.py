@@ -30,7 +30,7 @@ import pytest
 from conftest import broker_env
 from fastmcp import Client
 
-from mcp_broker.server import build_server
+from mcp_broker.mcp import build_server
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

@@ -38,9 +38,9 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
-from mcp_broker.server import build_server
+from mcp_broker.domain import Broker
+from mcp_broker.mcp import build_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -403,7 +403,7 @@ async def _world(db: Path) -> AsyncIterator[dict[str, Any]]:
     async with AsyncExitStack() as stack:
         clients = []
         for _ in range(3):
-            broker = await stack.enter_async_context(Broker.running(Settings(db=db)))
+            broker = await stack.enter_async_context(Broker.running(Settings(store=db)))
             clients.append(
                 await stack.enter_async_context(Client(build_server(broker), timeout=CALL_TIMEOUT))
             )

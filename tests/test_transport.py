@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mcp_broker.transport import scan_envelope
+from mcp_broker.mcp.transport import scan_envelope
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,7 +31,7 @@ from functools import partial
 import anyio
 from fastmcp import FastMCP
 
-from mcp_broker.transport import serve_stdio
+from mcp_broker.mcp.transport import serve_stdio
 
 
 @asynccontextmanager

@@ -22,8 +22,8 @@ import anyio
 import pytest
 
 from mcp_broker import config
-from mcp_broker.broker import Broker
 from mcp_broker.config import Settings
+from mcp_broker.domain import Broker
 from mcp_broker.errors import InboxFull
 
 pytestmark = pytest.mark.anyio
@@ -49,10 +49,10 @@ async def test_wal_stays_bounded_under_steady_traffic_with_a_long_poll_pending(
     sender: Broker = await brokers()
     receiver: Broker = await brokers()
     idle: Broker = await brokers()
-    await sender.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
-    await sender.connect("sender", CHAT)
-    await receiver.connect("receiver", CHAT)
-    await idle.connect("idle", CHAT)
+    await sender.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
+    await sender.sessions.connect("sender", CHAT)
+    await receiver.sessions.connect("receiver", CHAT)
+    await idle.sessions.connect("idle", CHAT)
 
     wal = db_path.parent / (db_path.name + "-wal")
     largest = 0
@@ -73,7 +73,9 @@ async def test_wal_stays_bounded_under_steady_traffic_with_a_long_poll_pending(
         for i in range(MESSAGES):
             while True:
                 try:
-                    await sender.send("receiver", "chat", {"text": f"{i:05d}" + "x" * PAYLOAD_BYTES})
+                    await sender.messaging.send(
+                        "receiver", "chat", {"text": f"{i:05d}" + "x" * PAYLOAD_BYTES}
+                    )
                     break
                 except InboxFull:  # backpressure: the receiver is behind; let it catch up
                     inbox_full += 1
@@ -81,14 +83,14 @@ async def test_wal_stays_bounded_under_steady_traffic_with_a_long_poll_pending(
 
     async def receive_all() -> None:
         while len(acked) < MESSAGES:
-            got = await receiver.receive(max_messages=100, wait_seconds=1)
+            got = await receiver.inbox.receive(max_messages=100, wait_seconds=1)
             if got.messages:
-                outcome = await receiver.ack([m.message_id for m in got.messages])
+                outcome = await receiver.inbox.ack([m.message_id for m in got.messages])
                 assert outcome.acked == len(got.messages)
                 acked.update(m.message_id for m in got.messages)
 
     async def wait_long() -> None:
-        long_poll["result"] = await idle.receive(max_messages=1, wait_seconds=60)
+        long_poll["result"] = await idle.inbox.receive(max_messages=1, wait_seconds=60)
 
     started = time.monotonic()
     async with anyio.create_task_group() as outer:
@@ -107,8 +109,8 @@ async def test_wal_stays_bounded_under_steady_traffic_with_a_long_poll_pending(
         assert "result" not in long_poll, "the long-poll returned although nothing was sent to it"
 
         # One message stays leased, not acked: a lease is a row in the store, never an open transaction.
-        await sender.send("receiver", "chat", {"text": "held under lease"})
-        leased = await receiver.receive(max_messages=1, wait_seconds=5, lease_seconds=60)
+        await sender.messaging.send("receiver", "chat", {"text": "held under lease"})
+        leased = await receiver.inbox.receive(max_messages=1, wait_seconds=5, lease_seconds=60)
         assert len(leased.messages) == 1
 
         # With the long-poll still pending, a lease outstanding and two more brokers open, a full
@@ -120,10 +122,10 @@ async def test_wal_stays_bounded_under_steady_traffic_with_a_long_poll_pending(
         assert log == checkpointed, (log, checkpointed)
         assert wal.stat().st_size == 0, "TRUNCATE empties the WAL when nothing pins it"
         assert "result" not in long_poll
-        assert (await receiver.ack([leased.messages[0].message_id])).acked == 1
+        assert (await receiver.inbox.ack([leased.messages[0].message_id])).acked == 1
 
         # The long-poll still works after all that: a message for it ends the wait.
-        await sender.send("idle", "chat", {"text": "wake up"})
+        await sender.messaging.send("idle", "chat", {"text": "wake up"})
         with anyio.fail_after(10):
             while "result" not in long_poll:
                 await anyio.sleep(0.01)

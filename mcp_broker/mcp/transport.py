@@ -25,9 +25,10 @@ import mcp_types as types
 from anyio.from_thread import BlockingPortal
 from anyio.streams.memory import MemoryObjectSendStream
 from fastmcp.server.context import reset_transport, set_transport
-from mcp.shared._context_streams import ContextSendStream, create_context_streams
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
+
+from .sdk import ContextSendStream, context_streams, lifespan, low_level
 
 logger = logging.getLogger("mcp_broker.transport")
 
@@ -194,15 +195,15 @@ async def serve_stdio(mcp: fastmcp.FastMCP, *, max_line_bytes: int = 16 * 1024 *
     try:
         # Claim the wire first so output during lifespan startup cannot reach stdout either.
         with _claim_stdio() as (stdin, stdout):
-            async with mcp._lifespan_manager():
+            async with lifespan(mcp):
                 await _serve(mcp, stdin, stdout, max_line_bytes)
     finally:
         reset_transport(token)
 
 
 async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_line_bytes: int) -> None:
-    to_server, from_reader = create_context_streams[SessionMessage | Exception](0)
-    to_wire, from_server = create_context_streams[SessionMessage](0)
+    to_server, from_reader = context_streams(SessionMessage | Exception)
+    to_wire, from_server = context_streams(SessionMessage)
     # Error replies share the server's write stream, so one writer orders all frames;
     # the clone keeps it open after the server closes its end until the reader is done.
     replies_to_wire = to_wire.clone()
@@ -236,7 +237,8 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
         tg.start_soon(reader)
         tg.start_soon(writer, tg.cancel_scope)
         logger.info("Starting MCP server %r with transport 'stdio'", mcp.name)
-        await mcp._mcp_server.run(from_reader, to_wire, mcp._mcp_server.create_initialization_options())
+        server = low_level(mcp)
+        await server.run(from_reader, to_wire, server.create_initialization_options())
 
 
 async def _send(stream: ContextSendStream[Any], item: SessionMessage) -> None:

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ..errors import InboxFull
-from ..models import DeliveryState
-from .base import DEPTH_SQL, MESSAGE_COLUMNS, StoreBase
-from .catalog import read_send_context
-from .rows import (
+from ..contract import (
+    IDEMPOTENCY_WINDOW,
+    AckState,
+    Conflict,
+    DeadLetterPage,
+    DeadReason,
     EnqueueOutcome,
+    Guard,
     InboxRow,
     NewMessage,
-    Outgoing,
-    SendContext,
-    StatusRow,
+    RequeueOutcome,
+    RequeueState,
+    StatusReport,
     Target,
 )
+from .base import DEPTH_SQL, MESSAGE_COLUMNS, WAITING, StoreBase
+from .rows import inbox_row, status_row
 
-IDEMPOTENCY_WINDOW = 24 * 3600.0
+DEPTH_OF = f"SELECT count(*) FROM deliveries WHERE recipient_id = :r AND {WAITING}"
 
 
 class Queue(StoreBase):
@@ -30,53 +35,36 @@ class Queue(StoreBase):
     async def enqueue(
         self,
         message: NewMessage,
-        recipients: Sequence[Target],
+        targets: Sequence[Target],
         *,
         max_inbox: int,
-        result_for: Callable[[tuple[str, ...]], dict[str, Any]],
         refuse_full: bool,
+        answer: dict[str, Any] | None = None,
+        guard: Guard | None = None,
     ) -> EnqueueOutcome:
-        """Store a message and one delivery per recipient, all in one transaction.
+        """Store a message and one delivery per target in one transaction (see the contract).
 
-        A repeated ``idempotency_key`` from the same sender within 24 h stores nothing and returns the
-        first answer. A full inbox is refused (``refuse_full``, for send) or skipped (for broadcast);
-        ``result_for`` builds the answer to remember (with a key) from the recipients reached.
+        The transaction starts deferred on the event loop's thread: the guard and idempotency reads
+        hold no lock, which is taken at the insert.
         """
-        return await self._tx(self._enqueue, message, recipients, max_inbox, result_for, refuse_full)
-
-    async def send(
-        self,
-        sender_id: str,
-        recipient_ref: str,
-        protocol: str,
-        decide: Callable[[SendContext], Outgoing],
-        *,
-        max_inbox: int,
-    ) -> tuple[Outgoing, EnqueueOutcome]:
-        """Read what a send needs, let ``decide`` build the message, and store it: one transaction.
-
-        ``decide`` runs inside the transaction, and again if the transaction is retried, so it must
-        not change anything outside what it returns. On the event loop's thread the transaction starts
-        deferred, so the write lock is held only from the insert on, not while ``decide`` validates.
-        """
-
-        def run(db: sqlite3.Connection) -> tuple[Outgoing, EnqueueOutcome]:
-            outgoing = decide(read_send_context(db, sender_id, recipient_ref, protocol))
-            answer = outgoing.answer
-            outcome = self._enqueue(db, outgoing.message, outgoing.targets, max_inbox, lambda _: answer, True)
-            return outgoing, outcome
-
-        return await self._tx(run, deferred=True)
+        return await self._tx(
+            self._enqueue, message, targets, max_inbox, refuse_full, answer, guard, deferred=True
+        )
 
     def _enqueue(
         self,
         db: sqlite3.Connection,
         message: NewMessage,
-        recipients: Sequence[Target],
+        targets: Sequence[Target],
         max_inbox: int,
-        result_for: Callable[[tuple[str, ...]], dict[str, Any]],
         refuse_full: bool,
+        answer: dict[str, Any] | None,
+        guard: Guard | None,
     ) -> EnqueueOutcome:
+        if guard is not None:
+            row = db.execute("SELECT revision FROM sessions WHERE id = ?", (guard.recipient_id,)).fetchone()
+            if row is None or row[0] != guard.revision:
+                raise Conflict("the recipient reconnected since the send was decided")
         if message.idempotency_key is not None:
             row = db.execute(
                 """SELECT result FROM messages WHERE sender_id = ? AND idempotency_key = ? AND created_at > ?
@@ -87,31 +75,21 @@ class Queue(StoreBase):
                 return EnqueueOutcome(duplicate_result=json.loads(row[0]))
         reached: list[Target] = []
         full: list[tuple[str, int]] = []
-        for target in recipients:
-            recipient = target.recipient_id
-            depth = db.execute(
-                """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
-                   AND (expires_at IS NULL OR expires_at > ?)""",
-                (recipient, message.created_at),
-            ).fetchone()[0]
+        for target in targets:
+            depth = db.execute(DEPTH_OF, {"r": target.recipient_id, "now": message.created_at}).fetchone()[0]
             if depth >= max_inbox:
-                if refuse_full:
-                    raise InboxFull(
-                        f"the recipient's inbox holds {depth} waiting messages (limit {max_inbox}); "
-                        "nothing was stored. Retry after it receives and acks some.",
-                        recipient_id=recipient,
-                        depth=depth,
-                    )
-                full.append((recipient, depth))
+                full.append((target.recipient_id, depth))
             else:
                 reached.append(target)
+        if full and refuse_full:
+            return EnqueueOutcome(full=tuple(full))
         # The answer is kept only to be replayed for a repeated idempotency key.
-        result = None
-        if message.idempotency_key is not None:
-            result = json.dumps(result_for(tuple(t.recipient_id for t in reached)))
+        result = json.dumps(answer or {}) if message.idempotency_key is not None else None
         self._insert_message(db, message, result)
         self._insert_deliveries(db, message, reached)
-        return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full))
+        return EnqueueOutcome(
+            delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full), stored=True
+        )
 
     @staticmethod
     def _insert_message(db: sqlite3.Connection, message: NewMessage, result: str | None) -> None:
@@ -171,6 +149,7 @@ class Queue(StoreBase):
     async def lease(
         self,
         recipient_id: str,
+        owner: str,
         *,
         limit: int,
         lease_seconds: float,
@@ -178,24 +157,31 @@ class Queue(StoreBase):
         max_attempts: int,
         protocol: str | None = None,
     ) -> list[InboxRow]:
-        """Lease up to ``limit`` ready messages, oldest first within priority.
+        """Lease up to ``limit`` ready messages, oldest first within priority, while ``owner`` holds
+        the live session.
 
         Expired messages, and leases that ran out on their last allowed attempt, are dead-lettered on
         the way instead of handed out.
         """
 
         def run(db: sqlite3.Connection) -> list[InboxRow]:
+            held = db.execute(
+                "SELECT 1 FROM sessions WHERE id = ? AND owner = ? AND disconnected_at IS NULL",
+                (recipient_id, owner),
+            ).fetchone()
+            if held is None:
+                return []
             db.execute(
-                """UPDATE deliveries SET state = 'dead_lettered', reason = 'expired', updated_at = :now
+                """UPDATE deliveries SET state = 'dead_lettered', reason = :reason, updated_at = :now
                    WHERE recipient_id = :r AND state IN ('queued', 'leased') AND expires_at <= :now""",
-                {"r": recipient_id, "now": now},
+                {"r": recipient_id, "now": now, "reason": DeadReason.expired.value},
             )
             db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', updated_at = :now,
-                   reason = 'not acked after ' || attempts || ' deliveries'
+                   reason = :reason
                    WHERE recipient_id = :r AND state IN ('queued', 'leased') AND visible_at <= :now
                    AND attempts >= :max""",
-                {"r": recipient_id, "now": now, "max": max_attempts},
+                {"r": recipient_id, "now": now, "max": max_attempts, "reason": DeadReason.max_attempts.value},
             )
             sql = f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
                       JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
@@ -211,7 +197,7 @@ class Queue(StoreBase):
                    WHERE seq = ?""",
                 [(until, now, r["seq"]) for r in rows],
             )
-            return [InboxRow.from_row(r, attempts=r["attempts"] + 1, visible_at=until) for r in rows]
+            return [inbox_row(r, attempts=r["attempts"] + 1, visible_at=until) for r in rows]
 
         def check_then_lease(patient: bool) -> list[InboxRow]:
             # A read first, in the same job: an empty inbox (the common case for a long-poll)
@@ -222,11 +208,11 @@ class Queue(StoreBase):
 
         return await self._run(check_then_lease)
 
-    async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, str]:
+    async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, AckState]:
         """Ack this recipient's deliveries: the outcome per id; if any id is not theirs, only those
         ids come back, as ``unknown``, and nothing changes."""
 
-        def run(db: sqlite3.Connection) -> dict[str, str]:
+        def run(db: sqlite3.Connection) -> dict[str, AckState]:
             marks = ",".join("?" * len(message_ids))
             rows = db.execute(
                 f"SELECT message_id, state, attempts FROM deliveries WHERE recipient_id = ? AND message_id IN ({marks})",
@@ -235,22 +221,22 @@ class Queue(StoreBase):
             found = {r["message_id"]: (r["state"], r["attempts"]) for r in rows}
             missing = [m for m in message_ids if m not in found]
             if missing:
-                return {m: "unknown" for m in missing}
-            outcome: dict[str, str] = {}
+                return {m: AckState.unknown for m in missing}
+            outcome: dict[str, AckState] = {}
             for message_id, (state, attempts) in found.items():
-                if state == DeliveryState.acked:
-                    outcome[message_id] = "already_acked"
-                elif state == DeliveryState.dead_lettered:
-                    outcome[message_id] = "dead_lettered"
+                if state == "acked":
+                    outcome[message_id] = AckState.already_acked
+                elif state == "dead_lettered":
+                    outcome[message_id] = AckState.dead_lettered
                 elif attempts == 0:
-                    outcome[message_id] = "not_received"
+                    outcome[message_id] = AckState.not_received
                 else:
                     db.execute(
                         """UPDATE deliveries SET state = 'acked', acked_at = ?, updated_at = ?
                            WHERE recipient_id = ? AND message_id = ?""",
                         (now, now, recipient_id, message_id),
                     )
-                    outcome[message_id] = "acked"
+                    outcome[message_id] = AckState.acked
             return outcome
 
         return await self._tx(run)
@@ -265,15 +251,15 @@ class Queue(StoreBase):
         delay: float = 0.0,
         reset_attempts: bool,
         max_inbox: int | None = None,
-    ) -> dict[str, str]:
+    ) -> RequeueOutcome:
         """Put this recipient's deliveries in ``from_states`` back in the queue (replay, release).
 
-        Returns the outcome per id: ``requeued``, or the state it was in; only ``unknown`` ids (and
-        nothing changed) when any id is not the recipient's. Replay clears the expiry: a replayed
-        message that had expired would otherwise die again at once.
+        The outcome per id: ``requeued``, or the state it was in; only ``unknown`` ids (and nothing
+        changed) when any id is not the recipient's. Replay clears the expiry: a replayed message
+        that had expired would otherwise die again at once.
         """
 
-        def run(db: sqlite3.Connection) -> dict[str, str]:
+        def run(db: sqlite3.Connection) -> RequeueOutcome:
             marks = ",".join("?" * len(message_ids))
             found = {
                 r["message_id"]: r["state"]
@@ -284,28 +270,21 @@ class Queue(StoreBase):
             }
             missing = [m for m in message_ids if m not in found]
             if missing:
-                return {m: "unknown" for m in missing}
+                return RequeueOutcome({m: RequeueState.unknown for m in missing})
             movable = [m for m in message_ids if found[m] in from_states]
             if max_inbox is not None and movable:
-                depth = db.execute(
-                    """SELECT count(*) FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased')
-                       AND (expires_at IS NULL OR expires_at > ?)""",
-                    (recipient_id, now),
-                ).fetchone()[0]
+                depth = db.execute(DEPTH_OF, {"r": recipient_id, "now": now}).fetchone()[0]
                 if depth + len(movable) > max_inbox:
-                    raise InboxFull(
-                        f"your inbox holds {depth} waiting messages; requeueing {len(movable)} more would pass "
-                        f"the limit of {max_inbox}. Receive and ack some first.",
-                        recipient_id=recipient_id,
-                        depth=depth,
-                    )
+                    return RequeueOutcome({m: RequeueState(found[m]) for m in message_ids}, full_depth=depth)
             extra = ", attempts = 0, reason = NULL, expires_at = NULL" if reset_attempts else ""
             db.executemany(
                 f"""UPDATE deliveries SET state = 'queued', visible_at = ?, updated_at = ?{extra}
                     WHERE recipient_id = ? AND message_id = ?""",
                 [(now + delay, now, recipient_id, m) for m in movable],
             )
-            return {m: ("requeued" if m in movable else found[m]) for m in message_ids}
+            return RequeueOutcome(
+                {m: (RequeueState.requeued if m in movable else RequeueState(found[m])) for m in message_ids}
+            )
 
         return await self._tx(run)
 
@@ -319,32 +298,42 @@ class Queue(StoreBase):
                     ORDER BY d.priority DESC, d.seq LIMIT ?""",
                 (recipient_id, now, limit),
             )
-            return [InboxRow.from_row(r) for r in rows]
+            return [inbox_row(r) for r in rows]
 
         return await self._tx(run, write=False)
 
-    async def dead_letters(
-        self, recipient_id: str, *, limit: int, before_seq: int | None
-    ) -> list[tuple[int, InboxRow]]:
-        """This recipient's dead letters, newest first, with their ``seq`` for keyset pagination."""
+    async def dead_letters(self, recipient_id: str, *, limit: int, cursor: str | None) -> DeadLetterPage:
+        """This recipient's dead letters, newest first; the cursor is the last row's ``seq``."""
+        before = _decode_seq(cursor) if cursor is not None else 2**62
 
-        def run(db: sqlite3.Connection) -> list[tuple[int, InboxRow]]:
+        def run(db: sqlite3.Connection) -> DeadLetterPage:
             rows = db.execute(
                 f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
                     WHERE d.recipient_id = ? AND d.state = 'dead_lettered' AND d.seq < ?
                     ORDER BY d.seq DESC LIMIT ?""",
-                (recipient_id, before_seq if before_seq is not None else 2**62, limit),
+                (recipient_id, before, limit + 1),
+            ).fetchall()
+            page = rows[:limit]
+            more = len(rows) > limit
+            return DeadLetterPage(
+                [inbox_row(r) for r in page], _encode_seq(page[-1]["seq"]) if more else None
             )
-            return [(r["seq"], InboxRow.from_row(r)) for r in rows]
 
         return await self._tx(run, write=False)
 
-    async def message_status(self, sender_id: str, message_ids: Sequence[str]) -> list[StatusRow]:
-        """Every delivery of these messages, when this session sent them."""
+    async def message_status(self, sender_id: str, message_ids: Sequence[str]) -> StatusReport:
+        """Every delivery of these messages, when this session sent them, and which ids it sent."""
 
-        def run(db: sqlite3.Connection) -> list[StatusRow]:
+        def run(db: sqlite3.Connection) -> StatusReport:
             marks = ",".join("?" * len(message_ids))
+            known = {
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM messages WHERE sender_id = ? AND id IN ({marks})",
+                    (sender_id, *message_ids),
+                )
+            }
             rows = db.execute(
                 f"""SELECT d.message_id, m.broadcast, m.protocol, m.version, m.created_at, d.recipient_id,
                     s.name AS recipient_name, d.state, d.reason, d.attempts, d.visible_at, d.expires_at,
@@ -354,19 +343,7 @@ class Queue(StoreBase):
                     WHERE m.sender_id = ? AND m.id IN ({marks}) ORDER BY d.seq""",
                 (sender_id, *message_ids),
             )
-            return [StatusRow.from_row(r) for r in rows]
-
-        return await self._tx(run, write=False)
-
-    async def known_messages(self, sender_id: str, message_ids: Sequence[str]) -> set[str]:
-        """Which of these ids this session sent (including broadcasts that reached no one)."""
-
-        def run(db: sqlite3.Connection) -> set[str]:
-            marks = ",".join("?" * len(message_ids))
-            rows = db.execute(
-                f"SELECT id FROM messages WHERE sender_id = ? AND id IN ({marks})", (sender_id, *message_ids)
-            )
-            return {r[0] for r in rows}
+            return StatusReport([status_row(r) for r in rows], known)
 
         return await self._tx(run, write=False)
 
@@ -380,7 +357,7 @@ class Queue(StoreBase):
                     WHERE d.recipient_id = ? AND d.message_id = ?""",
                 (recipient_id, message_id),
             ).fetchone()
-            return None if row is None else InboxRow.from_row(row)
+            return None if row is None else inbox_row(row)
 
         return await self._tx(run, write=False)
 
@@ -418,13 +395,13 @@ class Queue(StoreBase):
             if row is None:
                 return None
             if row["state"] == "acked":  # already taken by receive and acked: answer all the same
-                return InboxRow.from_row(row)
+                return inbox_row(row)
             db.execute(
                 """UPDATE deliveries SET state = 'acked', attempts = attempts + 1, acked_at = ?, updated_at = ?
                    WHERE seq = ?""",
                 (now, now, row["seq"]),
             )
-            return InboxRow.from_row(row, attempts=row["attempts"] + 1, state="acked")
+            return inbox_row(row, attempts=row["attempts"] + 1, state="acked")
 
         return await self._tx(run)
 
@@ -438,14 +415,17 @@ class Queue(StoreBase):
 
         return await self._tx(run, write=False)
 
-    async def prune(self, *, before: float) -> dict[str, int]:
+    async def prune(self, *, before: float, now: float) -> dict[str, int]:
         """Delete what retention no longer keeps: finished deliveries, orphan messages, long-gone sessions."""
 
         def run(db: sqlite3.Connection) -> dict[str, int]:
             counts = {}
+            # Finished long ago, or expired long ago while still waiting (no lease will dead-letter
+            # those once their session is gone).
             counts["deliveries"] = db.execute(
-                "DELETE FROM deliveries WHERE state IN ('acked', 'dead_lettered') AND updated_at < ?",
-                (before,),
+                """DELETE FROM deliveries WHERE (state IN ('acked', 'dead_lettered') AND updated_at < :before)
+                   OR (state IN ('queued', 'leased') AND expires_at < :before)""",
+                {"before": before},
             ).rowcount
             counts["messages"] = db.execute(
                 """DELETE FROM messages WHERE created_at < ?
@@ -453,7 +433,8 @@ class Queue(StoreBase):
                 (before,),
             ).rowcount
             counts["sessions"] = db.execute(
-                f"""DELETE FROM sessions WHERE last_seen < ? AND ({DEPTH_SQL}) = 0""", (before,)
+                f"""DELETE FROM sessions WHERE last_seen < :before AND ({DEPTH_SQL}) = 0""",
+                {"before": before, "now": now},
             ).rowcount
             db.execute(
                 "DELETE FROM agreements WHERE session_id NOT IN (SELECT id FROM sessions) "
@@ -462,3 +443,18 @@ class Queue(StoreBase):
             return counts
 
         return await self._tx(run, inline=False)  # may delete many rows
+
+
+def _encode_seq(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"dl:{seq}".encode()).decode()
+
+
+def _decode_seq(cursor: str) -> int:
+    try:
+        kind, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        seq = int(number)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("not a dead-letter cursor of this store") from exc
+    if kind != "dl" or not 0 <= seq < 2**62:
+        raise ValueError("not a dead-letter cursor of this store")
+    return seq

@@ -1,4 +1,4 @@
-"""Storage: the ``SqliteStore``, the only module that speaks SQL or imports aiosqlite.
+"""The SQLite engine's base: the connection, its pragmas, migrations, and the transaction runner.
 
 Every operation is one short transaction. It is first tried once right on the event loop's thread:
 an uncontended transaction takes tens of microseconds, less than handing it to a worker thread and
@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from ..errors import StoreBusy, StoreUnavailable
+from ..contract import Retryable, Unavailable
+from . import _aiosqlite
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,9 +38,9 @@ MESSAGE_COLUMNS = """
     m.reply_to, d.attempts, d.visible_at, d.state, d.reason, d.updated_at
 """
 
-DEPTH_SQL = (
-    "SELECT count(*) FROM deliveries d WHERE d.recipient_id = sessions.id AND d.state IN ('queued', 'leased')"
-)
+# Waiting deliveries (queued or leased, not expired): the contract's one definition of inbox depth.
+WAITING = "state IN ('queued', 'leased') AND (expires_at IS NULL OR expires_at > :now)"
+DEPTH_SQL = f"SELECT count(*) FROM deliveries WHERE recipient_id = sessions.id AND {WAITING}"
 
 
 class _Busy(Exception):
@@ -71,7 +72,7 @@ class StoreBase:
             self._conn = await aiosqlite.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
             )
-            await self._conn._execute(self._setup)
+            await _aiosqlite.in_worker(self._conn, self._setup)
         except BaseException as exc:
             # Whatever went wrong, stop aiosqlite's worker thread: it is not a daemon and would keep
             # the process from exiting.
@@ -80,7 +81,7 @@ class StoreBase:
                 self._conn = None
             if not isinstance(exc, OSError | sqlite3.Error):
                 raise
-            raise StoreUnavailable(
+            raise Unavailable(
                 f"cannot open the database {self.path}: {exc}. Check the path and its permissions."
             ) from exc
 
@@ -88,7 +89,7 @@ class StoreBase:
         if self._conn is not None:
             conn = self._conn
             try:
-                await conn._execute(self._checkpoint_quietly)
+                await _aiosqlite.in_worker(conn, self._checkpoint_quietly)
             finally:
                 self._conn = None
                 await conn.close()
@@ -133,14 +134,14 @@ class StoreBase:
     @property
     def _db(self) -> sqlite3.Connection:
         assert self._conn is not None, "store is not open"
-        return self._conn._conn
+        return _aiosqlite.raw(self._conn)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
         )
         done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-        folder = resources.files("mcp_broker") / "sql"
+        folder = resources.files(__package__) / "sql"
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
             if not entry.name.endswith(".sql"):
                 continue
@@ -181,15 +182,15 @@ class StoreBase:
         thread, patient (retrying until the busy budget runs out). Work that may take long
         (``inline=False``) always goes to the worker thread, so the event loop keeps serving."""
         if self._conn is None:
-            raise StoreUnavailable("the store is closed")
+            raise Unavailable("the store is closed")
         if inline and not self._in_thread:
             try:
                 return job(False)
             except _Busy:
                 pass
         conn = self._conn
-        if not conn._running:
-            raise StoreUnavailable("the store is closed")
+        if not _aiosqlite.is_running(conn):
+            raise Unavailable("the store is closed")
         loop = asyncio.get_running_loop()
 
         def in_thread() -> T:
@@ -202,7 +203,9 @@ class StoreBase:
                     loop.call_soon_threadsafe(self._left_thread)
 
         self._in_thread += 1
-        return await conn._execute(in_thread)  # queued at once: nothing awaits before the job is in
+        return await _aiosqlite.in_worker(
+            conn, in_thread
+        )  # queued at once: nothing awaits before the job is in
 
     def _left_thread(self) -> None:
         self._in_thread -= 1
@@ -232,7 +235,7 @@ class StoreBase:
                 if not patient:
                     raise _Busy from exc
                 if time.monotonic() > deadline:
-                    raise StoreBusy(
+                    raise Retryable(
                         f"the database stayed locked for {self.busy_budget:g} s; another program may hold it. Retry shortly."
                     ) from exc
                 time.sleep(delay * (0.5 + random.random()))
@@ -244,8 +247,8 @@ class StoreBase:
                     raise
                 raise self._unavailable(exc) from exc
 
-    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
-        return StoreUnavailable(
+    def _unavailable(self, exc: sqlite3.Error) -> Unavailable:
+        return Unavailable(
             f"database error on {self.path}: {exc}. Check the file, its disk and its permissions."
         )
 

@@ -1,0 +1,464 @@
+"""Sending: point-to-point, broadcast, and request/reply, each routed to the version a recipient accepts.
+
+Each send reads one snapshot, decides in pure code (route, validate, adapt), then makes one
+conditional write that re-checks only what can change meanwhile: the recipient's binding and
+accepted versions (its revision), its inbox depth and the idempotency key.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from .. import routing, versions
+from ..config import Settings
+from ..errors import (
+    CapabilityNotSupported,
+    InboxFull,
+    InvalidArgument,
+    NoCommonVersion,
+    NotAccepted,
+    TransformFailed,
+    UnknownMessage,
+    UnknownProtocol,
+)
+from ..models import (
+    BroadcastRecipient,
+    BroadcastResult,
+    Capability,
+    Priority,
+    ReplyResult,
+    RequestResult,
+    SendResult,
+    SessionStatus,
+    Skipped,
+    iso,
+)
+from ..store.contract import (
+    Conflict,
+    Guard,
+    NewMessage,
+    Notifier,
+    SessionRow,
+    Snapshot,
+    SnapshotQuery,
+    Store,
+    Target,
+)
+from .binding import Binding
+from .catalog import Catalog, accepted_range
+from .checks import (
+    RECHECK_SECONDS,
+    check_message_ids,
+    check_ref,
+    check_short_texts,
+    check_wait,
+    expiry,
+    is_session_id,
+    optional_text,
+    priority_rank,
+)
+from .failures import maps_store_errors
+from .inbox import to_received
+from .presence import Presence
+from .sessions import Sessions, unknown_session
+
+SEND_TRIES = 5  # a recipient that keeps reconnecting while we decide
+
+
+@dataclass(frozen=True)
+class _Decision:
+    message: NewMessage
+    target: Target
+    recipient: SessionRow
+    result: SendResult
+
+
+@maps_store_errors
+class Messaging:
+    """Validate, route (through adapters where needed), store durably, then wake the recipient."""
+
+    def __init__(
+        self,
+        store: Store,
+        notifier: Notifier,
+        binding: Binding,
+        catalog: Catalog,
+        sessions: Sessions,
+        presence: Presence,
+        settings: Settings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.notifier = notifier
+        self.binding = binding
+        self.catalog = catalog
+        self.sessions = sessions
+        self.presence = presence
+        self.max_inbox = settings.max_inbox
+        self.clock = clock
+        self.recheck_seconds = RECHECK_SECONDS
+
+    async def send(
+        self,
+        to: str,
+        protocol: str,
+        payload: Any,
+        version: str | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        priority: str = "normal",
+        ttl_seconds: float | None = None,
+        idempotency_key: str | None = None,
+        *,
+        kind: str = "message",
+    ) -> SendResult:
+        me = self.binding.require()
+        check_ref(to)
+        versions.check_protocol_name(protocol)
+        if version is not None:
+            versions.parse_version(version)
+        query = SnapshotQuery(
+            session_ids=[me], session_refs=[(to, is_session_id(to))], protocols=[protocol], agreed_by=me
+        )
+        options = dict(
+            correlation_id=optional_text(correlation_id, "correlation_id"),
+            reply_to=optional_text(reply_to, "reply_to"),
+            idempotency_key=optional_text(idempotency_key, "idempotency_key"),
+            priority=priority_rank(priority),
+            kind=kind,
+        )
+        for _ in range(SEND_TRIES):
+            snap = await self.store.snapshot(query)
+            decided = await self._decide(snap, me, to, protocol, payload, version, ttl_seconds, options)
+            try:
+                outcome = await self.store.enqueue(
+                    decided.message,
+                    [decided.target],
+                    max_inbox=self.max_inbox,
+                    refuse_full=True,
+                    answer=decided.result.model_dump(mode="json")
+                    if decided.message.idempotency_key
+                    else None,
+                    guard=Guard(decided.recipient.id, decided.recipient.revision),
+                )
+            except Conflict:
+                continue  # the recipient reconnected meanwhile: decide again on what it accepts now
+            break
+        else:
+            raise Conflict(f"{to!r} kept reconnecting while the send was decided")
+        if outcome.duplicate_result is not None:
+            return SendResult.model_validate({**outcome.duplicate_result, "duplicate": True})
+        if not outcome.stored:
+            (_, depth), *_ = outcome.full
+            raise InboxFull(
+                f"{decided.recipient.name}'s inbox holds {depth} waiting messages (limit {self.max_inbox}); "
+                "nothing was stored. Retry after it receives and acks some.",
+                recipient_id=decided.recipient.id,
+                depth=depth,
+            )
+        self.notifier.notify([decided.recipient.id])
+        return decided.result
+
+    async def _decide(
+        self,
+        snap: Snapshot,
+        me: str,
+        to: str,
+        protocol: str,
+        payload: Any,
+        version: str | None,
+        ttl_seconds: float | None,
+        options: dict[str, Any],
+    ) -> _Decision:
+        """Route, validate and adapt one send from what the snapshot holds; no write."""
+        recipient_id = snap.refs.get(to)
+        if recipient_id is None:
+            raise unknown_session(to)
+        recipient = snap.sessions[recipient_id]
+        sender = snap.sessions.get(me)
+        capabilities = snap.versions.get(protocol, {})
+        if not capabilities:
+            raise UnknownProtocol(f"no protocol {protocol!r} is registered; discover_protocols lists what is")
+        if version is not None and version not in capabilities:
+            listed = ", ".join(reversed(versions.sort_versions_desc(list(capabilities))))
+            raise UnknownProtocol(f"no protocol {protocol!r} {version}; registered versions: {listed}")
+        needed = Capability.request_response if options["kind"] == "request" else Capability.point_to_point
+        adapters = snap.adapters.get(protocol, [])
+        choose = functools.partial(
+            routing.choose_route,
+            protocol=protocol,
+            recipient=recipient.name,
+            known=list(capabilities),
+            edges=[(a.from_version, a.to_version) for a in adapters],
+            theirs=accepted_range(recipient, protocol),
+            mine=accepted_range(sender, protocol) if sender else None,
+            agreed=snap.agreed.get((recipient.id, protocol)),
+            explicit=version,
+        )
+        try:
+            route = choose(allowed=lambda v: needed in capabilities.get(v, []))
+        except (NoCommonVersion, NotAccepted):
+            # Say "capability" rather than "version" when only the capability stands in the way.
+            route = choose()
+            allowing = ", ".join(v for v, caps in capabilities.items() if needed in caps) or "none"
+            raise CapabilityNotSupported(
+                f"{recipient.name} would get {protocol} {route.delivered}, which does not allow {needed.value}; "
+                f"versions allowing it: {allowing}"
+            ) from None
+        proto = await self.catalog.protocol(protocol, route.sent)
+        if needed not in proto.capabilities:
+            raise CapabilityNotSupported(
+                f"{protocol} {route.sent} does not allow {needed.value}; it allows {', '.join(proto.capabilities)}"
+            )
+        payload_text = self.catalog.check_payload(proto, payload)
+        target = await self.catalog.adapt(proto, route, adapters, payload, recipient)
+        now = self.clock()
+        message = NewMessage(
+            id=str(uuid.uuid4()),
+            sender_id=me,
+            broadcast=False,
+            protocol=protocol,
+            version=route.sent,
+            payload=payload_text,
+            created_at=now,
+            expires_at=expiry(now, ttl_seconds),
+            **options,
+        )
+        result = SendResult(
+            message_id=message.id,
+            status="delivered"
+            if self.presence.status_of(recipient, now) is SessionStatus.active
+            else "queued",
+            recipient=recipient.name,
+            recipient_id=recipient.id,
+            protocol=protocol,
+            version=route.sent,
+            delivered_version=route.delivered,
+            adapted_via=route.path if route.adapted else None,
+            created_at=iso(now) or "",
+            expires_at=iso(message.expires_at),
+        )
+        return _Decision(message, target, recipient, result)
+
+    async def broadcast(
+        self,
+        protocol: str,
+        payload: Any,
+        version: str | None = None,
+        filter: dict[str, Any] | None = None,
+        priority: str = "normal",
+        ttl_seconds: float | None = None,
+    ) -> BroadcastResult:
+        me = self.binding.require()
+        versions.check_protocol_name(protocol)
+        names, features, statuses = _broadcast_filter(filter)
+        rank = priority_rank(priority)
+        snap = await self.store.snapshot(SnapshotQuery(all_sessions=True, protocols=[protocol]))
+        capabilities = snap.versions.get(protocol, {})
+        if not capabilities:
+            raise UnknownProtocol(f"no protocol {protocol!r} is registered; discover_protocols lists what is")
+        sender = snap.sessions.get(me)
+        if version is None:
+            my_range = accepted_range(sender, protocol) if sender else None
+            best = versions.highest_common(list(capabilities), *([my_range] if my_range else []))
+            if best is None:
+                raise NoCommonVersion(f"no registered version of {protocol!r} is in your range {my_range}")
+            version = best
+        else:
+            versions.parse_version(version)
+        proto = await self.catalog.protocol(protocol, version)
+        if Capability.broadcast not in proto.capabilities:
+            raise CapabilityNotSupported(
+                f"{protocol} {version} does not allow broadcast; send to each peer instead"
+            )
+        payload_text = self.catalog.check_payload(proto, payload)
+        now = self.clock()
+        adapters = snap.adapters.get(protocol, [])
+        edges = [(a.from_version, a.to_version) for a in adapters]
+        can_broadcast = {v for v, caps in capabilities.items() if Capability.broadcast in caps}
+        targets: dict[str, Target] = {}
+        skipped: list[Skipped] = []
+        status_by_id: dict[str, SessionStatus] = {}
+        for row in snap.sessions.values():
+            if row.id == me or (names and row.name not in names) or not features <= set(row.features):
+                continue
+            status = status_by_id[row.id] = self.presence.status_of(row, now)
+            if statuses and status not in statuses:
+                continue
+            their_range = accepted_range(row, protocol)
+            if their_range is None:
+                skipped.append(Skipped(name=row.name, session_id=row.id, reason=f"does not speak {protocol}"))
+                continue
+            route = routing.route_to(version, their_range, edges, can_broadcast.__contains__)
+            if route is None:
+                reason = (
+                    f"accepts {protocol} {their_range}; no adapter leads from {version} to a version there "
+                    "that allows broadcast"
+                )
+                skipped.append(Skipped(name=row.name, session_id=row.id, reason=reason))
+                continue
+            try:
+                targets[row.id] = await self.catalog.adapt(proto, route, adapters, payload, row)
+            except TransformFailed as exc:
+                skipped.append(Skipped(name=row.name, session_id=row.id, reason=str(exc)))
+
+        message = NewMessage(
+            id=str(uuid.uuid4()),
+            sender_id=me,
+            broadcast=True,
+            protocol=protocol,
+            version=version,
+            payload=payload_text,
+            priority=rank,
+            created_at=now,
+            expires_at=expiry(now, ttl_seconds),
+        )
+        outcome = await self.store.enqueue(
+            message, list(targets.values()), max_inbox=self.max_inbox, refuse_full=False
+        )
+        for recipient_id, depth in outcome.full:
+            row = snap.sessions[recipient_id]
+            reason = f"inbox full ({depth} of {self.max_inbox})"
+            skipped.append(Skipped(name=row.name, session_id=row.id, reason=reason))
+        self.notifier.notify(outcome.delivered_to)
+        recipients = []
+        for recipient_id in outcome.delivered_to:
+            row, target = snap.sessions[recipient_id], targets[recipient_id]
+            recipients.append(
+                BroadcastRecipient(
+                    name=row.name,
+                    session_id=row.id,
+                    status="delivered" if status_by_id[recipient_id] is SessionStatus.active else "queued",
+                    delivered_version=target.version or version,
+                    adapted_via=target.adapted_via.split(">") if target.adapted_via else None,
+                )
+            )
+        recipients.sort(key=lambda r: r.name)
+        return BroadcastResult(
+            message_id=message.id,
+            protocol=protocol,
+            version=version,
+            recipient_count=len(recipients),
+            recipients=recipients,
+            skipped=skipped,
+            created_at=iso(now) or "",
+            expires_at=iso(message.expires_at),
+        )
+
+    async def request(
+        self,
+        to: str,
+        protocol: str,
+        payload: Any,
+        timeout_seconds: float = 30.0,
+        version: str | None = None,
+    ) -> RequestResult:
+        """Send a request and wait for its reply; on timeout, ``await_reply`` picks up the wait later."""
+        check_wait(timeout_seconds, "timeout_seconds")
+        sent = await self.send(to, protocol, payload, version, kind="request")
+        return await self._wait_reply(sent.message_id, timeout_seconds)
+
+    async def await_reply(self, request_id: str, timeout_seconds: float = 30.0) -> RequestResult:
+        me = self.binding.require()
+        check_wait(timeout_seconds, "timeout_seconds")
+        if (
+            not isinstance(request_id, str)
+            or not 0 < len(request_id) <= 64
+            or not await self.store.sent_request(me, request_id)
+        ):
+            raise UnknownMessage(f"you sent no request with id {str(request_id)[:64]!r}")
+        return await self._wait_reply(request_id, timeout_seconds)
+
+    async def _wait_reply(self, request_id: str, timeout: float) -> RequestResult:
+        me = self.binding.require()
+        deadline = time.monotonic() + timeout
+        while True:
+            ticket = self.notifier.ticket()
+            row = await self.store.take_reply(me, request_id, self.clock())
+            remaining = deadline - time.monotonic()
+            if row is not None or remaining <= 0 or not self.binding.holds(me):
+                return RequestResult(
+                    request_id=request_id,
+                    status="answered" if row else "pending",
+                    reply=to_received(row) if row else None,
+                    message=(
+                        "the reply is in `reply`"
+                        if row
+                        else f"no reply yet; call await_reply(request_id={request_id!r}) to keep waiting"
+                    ),
+                )
+            with anyio.move_on_after(min(remaining, self.recheck_seconds)):
+                await ticket.wait()
+
+    async def reply(self, message_id: str, payload: Any) -> ReplyResult:
+        """Answer a request this session received: validated, routed to the requester, the request acked."""
+        me = self.binding.require()
+        (request_id,) = check_message_ids([message_id])
+        request = await self.store.request_for_reply(me, request_id)
+        if request is None:
+            raise UnknownMessage(
+                f"no message {request_id!r} in your inbox; reply answers requests you received"
+            )
+        if request.kind != "request":
+            raise InvalidArgument(
+                f"message {request_id} is a {request.kind}, not a request; use send to answer it"
+            )
+        if request.attempts == 0:
+            raise InvalidArgument(f"receive request {request_id} before replying to it")
+        proto = await self.catalog.protocol(request.protocol, request.sent_version)
+        payload_text = self.catalog.check_reply(proto, payload)
+        requester = await self.sessions.peer(request.sender_id)
+        now = self.clock()
+        message = NewMessage(
+            id=str(uuid.uuid4()),
+            sender_id=me,
+            broadcast=False,
+            kind="reply",
+            protocol=proto.name,
+            version=proto.version,
+            payload=payload_text,
+            priority=Priority.high.rank,
+            created_at=now,
+            correlation_id=request_id,
+        )
+        if not await self.store.reply(me, request_id, message, Target(requester.id)):
+            raise InvalidArgument(
+                f"request {request_id} was already answered or acked; a request gets one reply"
+            )
+        self.notifier.notify([requester.id])
+        status = "delivered" if self.presence.status_of(requester, now) is SessionStatus.active else "queued"
+        return ReplyResult(
+            message_id=message.id, request_id=request_id, recipient=requester.name, status=status
+        )
+
+
+def _broadcast_filter(raw: dict[str, Any] | None) -> tuple[set[str], set[str], set[SessionStatus]]:
+    raw = raw or {}
+    unknown = set(raw) - {"names", "features", "status"}
+    if unknown:
+        raise InvalidArgument(f"filter keys are names, features, status; not {', '.join(sorted(unknown))}")
+    names = set(check_short_texts(_text_list(raw.get("names"), "filter names"), "filter names", limit=1000))
+    features = set(check_short_texts(_text_list(raw.get("features"), "filter features"), "filter features"))
+    try:
+        statuses = {SessionStatus(s) for s in _text_list(raw.get("status"), "filter status")}
+    except ValueError as exc:
+        raise InvalidArgument("filter status must be among active, stale, disconnected") from exc
+    return names, features, statuses
+
+
+def _text_list(value: Any, what: str) -> list[str]:
+    """A list of strings; one string counts as a list of one (never as its letters)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{what} must be a list of strings")
+    return value

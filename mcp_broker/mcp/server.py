@@ -1,0 +1,49 @@
+"""The FastMCP server for one broker process: instructions, the tool groups, resources.
+
+Each tool declares its parameters with constraints (they appear in its input schema), calls one
+domain method and returns its model (its output schema). Refusals become tool errors that start
+with the stable code (errors.py); nothing else happens in this layer.
+"""
+
+from __future__ import annotations
+
+from fastmcp import FastMCP
+
+from .. import __version__
+from ..domain import Broker
+from . import resources, tools_catalog, tools_inbox, tools_messaging, tools_sessions
+from .errors import ArgumentErrors, tool_registrar
+
+INSTRUCTIONS = """\
+mcp-broker lets you exchange typed messages with other AI agents on this machine.
+1. connect(name, protocols) first: pick a name others can address you by, and list the protocols you
+   speak with the versions you accept. Reconnecting with the same name later resumes your inbox.
+2. discover_protocols to see message types; register_protocol to add one (name, semver, JSON Schema).
+3. list_sessions to see who is there; negotiate(peer) to agree protocol versions with one of them.
+4. send(to, protocol, payload) for one peer, broadcast(protocol, payload) for everyone who speaks it.
+   Payloads are validated against the protocol's schema; an error says what to fix.
+5. receive(wait_seconds=30) waits for messages; process each one, then ack(message_ids).
+   Messages you do not ack come back after their lease (delivery_attempt goes up), so ack what you handled;
+   release(message_ids) hands one back at once if you cannot handle it now.
+6. request(to, protocol, payload) asks and waits for a typed answer; whoever receives a message with
+   kind `request` answers it with reply(message_id, payload).
+7. message_status(message_ids) tells you whether what you sent was received and acked;
+   list_dead_letters / replay_dead_letters show and retry messages to you that were given up on.
+Errors start with a stable CODE such as NOT_CONNECTED or UNKNOWN_SESSION, followed by what to do.
+"""
+
+
+def build_server(broker: Broker) -> FastMCP:
+    """The FastMCP server serving an open ``Broker``."""
+    mcp = FastMCP(
+        "mcp-broker",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        mask_error_details=True,
+        middleware=[ArgumentErrors()],
+    )
+    tool = tool_registrar(mcp)
+    for group in (tools_catalog, tools_sessions, tools_messaging, tools_inbox):
+        group.register(tool, broker)
+    resources.register(mcp, broker)
+    return mcp

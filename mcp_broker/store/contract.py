@@ -1,0 +1,419 @@
+"""The store contract: what every backend offers the domain, and the rules it must keep.
+
+The domain reads a snapshot in one call, decides in pure code, then writes once; a backend never
+calls back into Python while it holds a lock or runs a script. Every operation is atomic: another
+process sees all of it or none of it. Times are Unix seconds chosen by the caller (``now``), so a
+backend never reads a clock of its own and tests can move time.
+
+Rules every backend keeps (the contract suite in ``tests/contract`` checks each one):
+
+- **Delivery states.** One delivery per (message, recipient): ``queued -> leased -> acked``, or
+  ``dead_lettered`` with a reason. A lease hides a delivery until ``visible_at``; a lapsed lease is
+  ready again, and each lease counts one attempt.
+- **Waiting.** A delivery *waits* while it is queued or leased and not expired (``expires_at`` unset
+  or later than now). Inbox depth is the number of waiting deliveries: the only definition, used by
+  the inbox limit, by ``SessionRow.queue_depth`` and by pruning.
+- **Order.** A lease hands out ready deliveries by priority (high first), then in the order they
+  were stored; so messages of one priority from one sender arrive in the order sent.
+- **Dead letters.** On a lease, expired waiting deliveries become ``dead_lettered`` with reason
+  ``expired``, and ready deliveries already leased ``max_attempts`` times become ``dead_lettered``
+  with reason ``max_attempts``; neither is handed out.
+- **Idempotency.** ``enqueue`` with an idempotency key that the same sender used within
+  ``IDEMPOTENCY_WINDOW`` stores nothing and returns the first answer.
+- **Inbox limit.** ``enqueue`` never lets a recipient's depth pass ``max_inbox``: it refuses the
+  whole message (``refuse_full``) or skips that recipient (a broadcast).
+- **Ownership.** A session row names the broker instance that holds it (``owner``). Heartbeats,
+  leases and ends act only while the caller is that owner; a claim is a compare-and-swap on it.
+- **Immutability.** Protocol versions and adapters never change once stored, so a process may
+  cache them for its whole life.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+# --- errors: the domain maps these to public codes --------------------------------------------
+
+
+class StoreError(Exception):
+    """Something the store could not do; never shown to a user as it is."""
+
+
+class Retryable(StoreError):
+    """The store is busy (locked by other writers); the same call may succeed shortly."""
+
+
+class Unavailable(StoreError):
+    """The store cannot be reached or used (closed, unreadable, disk full, server down)."""
+
+
+class Conflict(StoreError):
+    """What a conditional write re-checked has changed since the snapshot; decide again."""
+
+
+# --- outcomes ------------------------------------------------------------------------------------
+
+
+class Added(StrEnum):
+    registered = "registered"
+    unchanged = "unchanged"  # this exact definition is there already
+    conflict = "conflict"  # another definition holds the same key
+
+
+class AckState(StrEnum):
+    acked = "acked"
+    already_acked = "already_acked"
+    dead_lettered = "dead_lettered"
+    not_received = "not_received"
+    unknown = "unknown"  # not this recipient's: nothing was changed
+
+
+class RequeueState(StrEnum):
+    requeued = "requeued"
+    queued = "queued"
+    leased = "leased"
+    acked = "acked"
+    dead_lettered = "dead_lettered"
+    unknown = "unknown"  # not this recipient's: nothing was changed
+
+
+class DeadReason(StrEnum):
+    expired = "expired"
+    max_attempts = "max_attempts"
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProtocolRow:
+    name: str
+    version: str
+    schema: str  # JSON text
+    capabilities: list[str]
+    metadata: dict[str, Any]
+    fingerprint: str  # hash of the definition: same key and hash = an identical re-registration
+    registered_at: float
+    response_schema: str | None = None
+
+
+@dataclass(frozen=True)
+class AdapterRow:
+    protocol: str
+    from_version: str
+    to_version: str
+    steps: list[dict[str, Any]]
+    fingerprint: str
+    registered_at: float
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    name: str
+    protocols: list[dict[str, str]]  # [{"name", "versions"}]; shared between rows: never change it
+    features: list[str]
+    metadata: dict[str, Any]
+    owner: str | None  # the broker instance holding it
+    host: str | None
+    pid: int | None
+    proc_start: str | None  # so a reused pid is not mistaken for the process
+    connected_at: float
+    last_seen: float
+    disconnected_at: float | None
+    revision: int = 0  # bumped by every claim: what a conditional send re-checks
+    queue_depth: int = 0  # waiting deliveries, where the read says it counts them
+
+
+@dataclass(frozen=True)
+class SessionClaim:
+    """Create the session ``name`` or take over its row, if its owner is still ``expect_owner``.
+
+    ``expect_exists`` is what the caller saw: a row (owned by ``expect_owner``) or none.
+    """
+
+    new_id: str
+    name: str
+    owner: str
+    host: str
+    pid: int | None
+    proc_start: str | None
+    protocols: str  # JSON text
+    features: str  # JSON text
+    metadata: str  # JSON text
+    now: float
+    expect_exists: bool
+    expect_owner: str | None
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    id: str
+    sender_id: str
+    broadcast: bool
+    protocol: str
+    version: str
+    payload: str  # JSON text
+    priority: int
+    created_at: float
+    expires_at: float | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    idempotency_key: str | None = None
+    kind: str = "message"  # message | request | reply
+
+
+@dataclass(frozen=True)
+class Target:
+    """One recipient of a message, with the payload transformed for it when an adapter applies."""
+
+    recipient_id: str
+    version: str | None = None
+    payload: str | None = None
+    adapted_via: str | None = None  # e.g. "1.0.0>1.1.0>2.0.0"
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What ``enqueue`` re-checks: the recipient still exists at the revision the decision read."""
+
+    recipient_id: str
+    revision: int
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    message_id: str
+    sender_id: str
+    sender_name: str
+    broadcast: bool
+    kind: str
+    protocol: str
+    version: str  # as delivered to this recipient
+    payload: str
+    priority: int
+    created_at: float
+    expires_at: float | None
+    correlation_id: str | None
+    reply_to: str | None
+    attempts: int
+    visible_at: float
+    sent_version: str
+    adapted_via: str | None
+    state: str
+    reason: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One delivery of a message the caller sent, for ``message_status``."""
+
+    message_id: str
+    broadcast: bool
+    protocol: str
+    version: str
+    created_at: float
+    recipient_id: str
+    recipient_name: str
+    state: str
+    reason: str | None
+    attempts: int
+    visible_at: float
+    expires_at: float | None
+    updated_at: float
+    acked_at: float | None
+    delivered_version: str
+
+
+@dataclass(frozen=True)
+class SnapshotQuery:
+    """What one decision needs, read in one call.
+
+    Sessions by id and by reference (``ref`` is an id when ``ref_is_id``, else a name), or all of
+    them; for each protocol named (or every protocol, with ``protocols=None``) its versions with
+    their capabilities and its adapters; and the versions ``agreed_by`` agreed with the sessions read.
+    """
+
+    session_ids: Sequence[str] = ()
+    session_refs: Sequence[tuple[str, bool]] = ()  # (ref, ref_is_id)
+    all_sessions: bool = False
+    protocols: Sequence[str] | None = ()
+    agreed_by: str | None = None
+    now: float = 0.0  # for queue depths, when ``all_sessions``
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    sessions: dict[str, SessionRow]  # by id
+    refs: dict[str, str]  # ref -> session id, for the refs that resolved
+    versions: dict[str, dict[str, list[str]]]  # protocol -> version -> capabilities
+    adapters: dict[str, list[AdapterRow]]  # protocol -> its adapters
+    agreed: dict[tuple[str, str], str] = field(default_factory=dict)  # (peer id, protocol) -> version
+
+
+@dataclass(frozen=True)
+class EnqueueOutcome:
+    """What one enqueue did."""
+
+    duplicate_result: dict[str, Any] | None = None  # the first answer, for a repeated idempotency key
+    delivered_to: tuple[str, ...] = ()
+    full: tuple[tuple[str, int], ...] = ()  # (recipient_id, depth) not reached: the inbox is full
+    stored: bool = False
+
+
+@dataclass(frozen=True)
+class RequeueOutcome:
+    states: dict[str, RequeueState]
+    full_depth: int | None = None  # set (and nothing changed) when requeueing would overfill the inbox
+
+
+@dataclass(frozen=True)
+class DeadLetterPage:
+    rows: list[InboxRow]
+    next_cursor: str | None  # opaque, issued by the store
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    rows: list[StatusRow]  # every delivery of the known messages, in the order stored
+    known: set[str]  # the ids the caller sent (a broadcast may have reached no one)
+
+
+# --- the contracts -------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """The shared state of every broker process on one store."""
+
+    url: str  # where it is, for people (no password)
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # catalog: protocols and adapters, immutable once stored
+    async def add_protocol(self, row: ProtocolRow) -> Added: ...
+    async def get_protocol(self, name: str, version: str) -> ProtocolRow | None: ...
+    async def list_protocols(self, name: str | None = None) -> list[ProtocolRow]: ...
+    async def add_adapter(self, row: AdapterRow) -> Added: ...
+    async def list_adapters(self, protocol: str | None = None) -> list[AdapterRow]: ...
+
+    # reads for one decision
+    async def snapshot(self, query: SnapshotQuery) -> Snapshot: ...
+    async def find_session(self, ref: str, *, is_id: bool, now: float) -> SessionRow | None: ...
+    async def list_sessions(self, now: float) -> list[SessionRow]: ...
+
+    # sessions
+    async def claim_session(self, claim: SessionClaim) -> SessionRow:
+        """The claimed row; ``Conflict`` when the row is not as the caller saw it."""
+        ...
+
+    async def heartbeat(self, session_id: str, owner: str, now: float) -> bool: ...
+    async def end_session(self, session_id: str, owner: str, now: float) -> SessionRow | None: ...
+    async def save_agreements(self, agreements: Sequence[tuple[str, str, str, str]], now: float) -> None:
+        """Remember (sender, recipient, protocol, version): the version the sender writes in."""
+        ...
+
+    # the queue
+    async def enqueue(
+        self,
+        message: NewMessage,
+        targets: Sequence[Target],
+        *,
+        max_inbox: int,
+        refuse_full: bool,
+        answer: dict[str, Any] | None = None,
+        guard: Guard | None = None,
+    ) -> EnqueueOutcome:
+        """Store the message and one delivery per target, or nothing.
+
+        Nothing is stored when the idempotency key was seen (``duplicate_result``), when a full inbox
+        is refused (``full`` set, ``stored`` false), or when ``guard`` fails (``Conflict``).
+        ``answer`` is kept to be replayed for a repeated idempotency key.
+        """
+        ...
+
+    async def lease(
+        self,
+        recipient_id: str,
+        owner: str,
+        *,
+        limit: int,
+        lease_seconds: float,
+        now: float,
+        max_attempts: int,
+        protocol: str | None = None,
+    ) -> list[InboxRow]:
+        """Lease up to ``limit`` ready deliveries while ``owner`` holds the live session."""
+        ...
+
+    async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, AckState]: ...
+    async def requeue(
+        self,
+        recipient_id: str,
+        message_ids: Sequence[str],
+        *,
+        now: float,
+        from_states: tuple[str, ...],
+        delay: float = 0.0,
+        reset_attempts: bool,
+        max_inbox: int | None = None,
+    ) -> RequeueOutcome:
+        """Queue deliveries in ``from_states`` again (release, replay); a replay clears the expiry."""
+        ...
+
+    async def peek(self, recipient_id: str, limit: int, now: float) -> list[InboxRow]: ...
+    async def dead_letters(self, recipient_id: str, *, limit: int, cursor: str | None) -> DeadLetterPage:
+        """Newest first; a cursor this store did not issue raises ``ValueError``."""
+        ...
+
+    async def message_status(self, sender_id: str, message_ids: Sequence[str]) -> StatusReport: ...
+    async def request_for_reply(self, recipient_id: str, message_id: str) -> InboxRow | None: ...
+    async def reply(self, recipient_id: str, request_id: str, message: NewMessage, target: Target) -> bool:
+        """Store the reply and ack the request together; False (nothing stored) if it was acked."""
+        ...
+
+    async def take_reply(self, requester_id: str, request_id: str, now: float) -> InboxRow | None: ...
+    async def sent_request(self, sender_id: str, request_id: str) -> bool: ...
+    async def prune(self, *, before: float, now: float) -> dict[str, int]:
+        """Delete finished deliveries older than ``before``, orphan messages, long-gone sessions."""
+        ...
+
+
+class Ticket(Protocol):
+    async def wait(self) -> Any: ...
+
+
+class Notifier(Protocol):
+    """Wake-ups between broker processes: a hint that a session's inbox changed, never a promise.
+
+    A lost wake-up costs latency only: waiters re-check the store on a slow timer as well.
+    """
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def listen(self) -> None:
+        """Turn incoming wake-ups into local ones; runs for the life of the broker."""
+        ...
+
+    async def bind(self, session_id: str | None) -> None:
+        """Wake this process for ``session_id`` (None: for no session)."""
+        ...
+
+    def notify(self, session_ids: Sequence[str]) -> None:
+        """After a commit: wake whoever holds these sessions. Never blocks, never fails the caller."""
+        ...
+
+    def poke(self) -> None:
+        """Wake waiters in this process."""
+        ...
+
+    def ticket(self) -> Ticket:
+        """Take this before looking at the store, then wait on it: a wake-up in between is not missed."""
+        ...

@@ -1,0 +1,19 @@
+"""The embedded engine: one SQLite file in WAL mode shared by every broker process on the machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .catalog import Catalog
+from .notifier import BellNotifier
+from .queue import Queue
+
+__all__ = ["BellNotifier", "SqliteStore"]
+
+
+class SqliteStore(Catalog, Queue):
+    """The catalog and the queue over one SQLite file; the contract's embedded engine."""
+
+    def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:
+        super().__init__(Path(path), durability=durability, busy_budget=busy_budget)
+        self.url = f"sqlite://{self.path}"

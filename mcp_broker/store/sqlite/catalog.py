@@ -1,0 +1,254 @@
+"""Protocols and adapters (immutable once stored), sessions, agreements, and the decision snapshot."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ..contract import (
+    AdapterRow,
+    Added,
+    Conflict,
+    ProtocolRow,
+    SessionClaim,
+    SessionRow,
+    Snapshot,
+    SnapshotQuery,
+)
+from .base import DEPTH_SQL, StoreBase
+from .rows import adapter_row, protocol_row, session_row
+
+SESSION_WITH_DEPTH = f"SELECT *, ({DEPTH_SQL}) AS queue_depth FROM sessions"
+
+
+class Catalog(StoreBase):
+    """Protocols and adapters, sessions, and agreements between them."""
+
+    async def add_protocol(self, row: ProtocolRow) -> Added:
+        def run(db: sqlite3.Connection) -> Added:
+            found = db.execute(
+                "SELECT fingerprint FROM protocols WHERE name = ? AND version = ?", (row.name, row.version)
+            ).fetchone()
+            if found is not None:
+                return Added.unchanged if found[0] == row.fingerprint else Added.conflict
+            db.execute(
+                "INSERT INTO protocols VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.name,
+                    row.version,
+                    row.schema,
+                    json.dumps(row.capabilities),
+                    json.dumps(row.metadata, sort_keys=True),
+                    row.fingerprint,
+                    row.registered_at,
+                    row.response_schema,
+                ),
+            )
+            return Added.registered
+
+        return await self._tx(run)
+
+    async def get_protocol(self, name: str, version: str) -> ProtocolRow | None:
+        def run(db: sqlite3.Connection) -> ProtocolRow | None:
+            row = db.execute(
+                "SELECT * FROM protocols WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+            return None if row is None else protocol_row(row)
+
+        return await self._tx(run, write=False)
+
+    async def list_protocols(self, name: str | None = None) -> list[ProtocolRow]:
+        def run(db: sqlite3.Connection) -> list[ProtocolRow]:
+            if name is None:
+                rows = db.execute("SELECT * FROM protocols ORDER BY name")
+            else:
+                rows = db.execute("SELECT * FROM protocols WHERE name = ?", (name,))
+            return [protocol_row(r) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def add_adapter(self, row: AdapterRow) -> Added:
+        def run(db: sqlite3.Connection) -> Added:
+            found = db.execute(
+                "SELECT fingerprint FROM adapters WHERE protocol = ? AND from_version = ? AND to_version = ?",
+                (row.protocol, row.from_version, row.to_version),
+            ).fetchone()
+            if found is not None:
+                return Added.unchanged if found[0] == row.fingerprint else Added.conflict
+            db.execute(
+                "INSERT INTO adapters VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    row.protocol,
+                    row.from_version,
+                    row.to_version,
+                    json.dumps(row.steps),
+                    row.fingerprint,
+                    row.registered_at,
+                ),
+            )
+            return Added.registered
+
+        return await self._tx(run)
+
+    async def list_adapters(self, protocol: str | None = None) -> list[AdapterRow]:
+        def run(db: sqlite3.Connection) -> list[AdapterRow]:
+            if protocol is None:
+                rows = db.execute("SELECT * FROM adapters ORDER BY protocol, from_version, to_version")
+            else:
+                rows = db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))
+            return [adapter_row(r) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def snapshot(self, query: SnapshotQuery) -> Snapshot:
+        return await self._tx(read_snapshot, query, write=False)
+
+    async def claim_session(self, claim: SessionClaim) -> SessionRow:
+        def run(db: sqlite3.Connection) -> SessionRow:
+            found = db.execute("SELECT id, owner FROM sessions WHERE name = ?", (claim.name,)).fetchone()
+            if (found is not None) != claim.expect_exists or (
+                found is not None and found["owner"] != claim.expect_owner
+            ):
+                raise Conflict(f"session {claim.name!r} changed since it was read")
+            fields: dict[str, Any] = {
+                "protocols": claim.protocols,
+                "features": claim.features,
+                "metadata": claim.metadata,
+                "owner": claim.owner,
+                "host": claim.host,
+                "pid": claim.pid,
+                "proc_start": claim.proc_start,
+                "now": claim.now,
+            }
+            if found is not None:
+                session_id = found["id"]
+                db.execute(
+                    """UPDATE sessions SET protocols = :protocols, features = :features, metadata = :metadata,
+                       owner = :owner, host = :host, pid = :pid, proc_start = :proc_start,
+                       last_seen = :now, disconnected_at = NULL, revision = revision + 1,
+                       connected_at = CASE WHEN owner = :owner THEN connected_at ELSE :now END
+                       WHERE id = :id""",
+                    {**fields, "id": session_id},
+                )
+            else:
+                session_id = claim.new_id
+                db.execute(
+                    """INSERT INTO sessions (id, name, protocols, features, metadata, owner, host, pid,
+                       proc_start, connected_at, last_seen)
+                       VALUES (:id, :name, :protocols, :features, :metadata, :owner, :host, :pid,
+                       :proc_start, :now, :now)""",
+                    {**fields, "id": session_id, "name": claim.name},
+                )
+            return _session(db, session_id, claim.now)
+
+        return await self._tx(run)
+
+    async def heartbeat(self, session_id: str, owner: str, now: float) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE sessions SET last_seen = ? WHERE id = ? AND owner = ? AND disconnected_at IS NULL",
+                (now, session_id, owner),
+            )
+            return cur.rowcount == 1
+
+        return await self._tx(run)
+
+    async def end_session(self, session_id: str, owner: str, now: float) -> SessionRow | None:
+        def run(db: sqlite3.Connection) -> SessionRow | None:
+            cur = db.execute(
+                "UPDATE sessions SET disconnected_at = ? WHERE id = ? AND owner = ?", (now, session_id, owner)
+            )
+            return _session(db, session_id, now) if cur.rowcount else None
+
+        return await self._tx(run)
+
+    async def find_session(self, ref: str, *, is_id: bool, now: float) -> SessionRow | None:
+        def run(db: sqlite3.Connection) -> SessionRow | None:
+            column = "id" if is_id else "name"
+            row = db.execute(
+                f"{SESSION_WITH_DEPTH} WHERE {column} = :ref", {"ref": ref, "now": now}
+            ).fetchone()
+            return None if row is None else session_row(row)
+
+        return await self._tx(run, write=False)
+
+    async def list_sessions(self, now: float) -> list[SessionRow]:
+        def run(db: sqlite3.Connection) -> list[SessionRow]:
+            rows = db.execute(f"{SESSION_WITH_DEPTH} ORDER BY name", {"now": now})
+            return [session_row(r) for r in rows]
+
+        return await self._tx(run, write=False)
+
+    async def save_agreements(self, agreements: Sequence[tuple[str, str, str, str]], now: float) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT OR REPLACE INTO agreements VALUES (?, ?, ?, ?, ?)", [(*a, now) for a in agreements]
+            )
+
+        await self._tx(run)
+
+
+def _session(db: sqlite3.Connection, session_id: str, now: float) -> SessionRow:
+    row = db.execute(f"{SESSION_WITH_DEPTH} WHERE id = :id", {"id": session_id, "now": now}).fetchone()
+    return session_row(row)
+
+
+def read_snapshot(db: sqlite3.Connection, query: SnapshotQuery) -> Snapshot:
+    """Sessions, versions, adapters and agreements for one decision, in one read transaction.
+
+    Sessions read by id or reference carry no queue depth (the enqueue counts it where it matters);
+    ``all_sessions`` reads every session with its depth.
+    """
+    sessions: dict[str, SessionRow] = {}
+    refs: dict[str, str] = {}
+    if query.all_sessions:
+        for r in db.execute(f"{SESSION_WITH_DEPTH} ORDER BY name", {"now": query.now}):
+            sessions[r["id"]] = session_row(r)
+    else:
+        for session_id in query.session_ids:
+            r = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if r is not None:
+                sessions[r["id"]] = session_row(r)
+    for ref, is_id in query.session_refs:
+        if query.all_sessions:
+            match = next((s.id for s in sessions.values() if (s.id if is_id else s.name) == ref), None)
+        else:
+            r = db.execute(f"SELECT * FROM sessions WHERE {'id' if is_id else 'name'} = ?", (ref,)).fetchone()
+            match = None if r is None else r["id"]
+            if r is not None:
+                sessions.setdefault(r["id"], session_row(r))
+        if match is not None:
+            refs[ref] = match
+
+    names = query.protocols
+    if names is None:
+        rows = db.execute("SELECT name, version, capabilities FROM protocols").fetchall()
+        adapter_rows = db.execute("SELECT * FROM adapters").fetchall()
+    else:
+        marks = ",".join("?" * len(names))
+        rows = db.execute(
+            f"SELECT name, version, capabilities FROM protocols WHERE name IN ({marks})", tuple(names)
+        ).fetchall()
+        adapter_rows = db.execute(
+            f"SELECT * FROM adapters WHERE protocol IN ({marks})", tuple(names)
+        ).fetchall()
+    versions: dict[str, dict[str, list[str]]] = {name: {} for name in names or ()}
+    for r in rows:
+        versions.setdefault(r["name"], {})[r["version"]] = json.loads(r["capabilities"])
+    adapters: dict[str, list[AdapterRow]] = {name: [] for name in versions}
+    for r in adapter_rows:
+        adapters.setdefault(r["protocol"], []).append(adapter_row(r))
+
+    agreed: dict[tuple[str, str], str] = {}
+    if query.agreed_by is not None:
+        peers = [s for s in sessions if s != query.agreed_by]
+        if peers:
+            marks = ",".join("?" * len(peers))
+            for r in db.execute(
+                f"SELECT peer_id, protocol, version FROM agreements WHERE session_id = ? AND peer_id IN ({marks})",
+                (query.agreed_by, *peers),
+            ):
+                agreed[(r["peer_id"], r["protocol"])] = r["version"]
+    return Snapshot(sessions=sessions, refs=refs, versions=versions, adapters=adapters, agreed=agreed)

@@ -1,0 +1,133 @@
+"""Wake-ups between the broker processes of one machine: a Unix datagram socket per bound session.
+
+The socket's path is derived from the database and the session id, so a sender needs nothing
+from the store to ring: after its transaction commits it sends one byte to each recipient's path,
+and the process holding that session wakes its long-polls at once. A lost ring costs only latency:
+receivers also re-check the store on a slow timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+log = logging.getLogger(__name__)
+
+
+def bell_dir(db_path: Path) -> Path:
+    """A private directory per database; short, because socket paths are limited to ~100 bytes."""
+    digest = hashlib.sha1(str(db_path.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"mcp-broker-{os.getuid()}" / digest
+
+
+class BellNotifier:
+    """The ``Notifier`` for stores on this machine: this process's bell and a ringer for the others'."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._folder = bell_dir(db_path)
+        self._sock: socket.socket | None = None
+        self._path: str | None = None
+        self._out: socket.socket | None = None
+        self._changed = anyio.Event()
+        self._rebound = anyio.Event()
+        self._ready = False
+
+    def _bell(self, session_id: str) -> str:
+        return str(self._folder / (hashlib.sha1(session_id.encode()).hexdigest()[:16] + ".sock"))
+
+    async def open(self) -> None:
+        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._out.setblocking(False)
+        try:
+            self._folder.parent.mkdir(mode=0o700, exist_ok=True)
+            self._folder.mkdir(mode=0o700, exist_ok=True)
+            self._ready = True
+        except OSError as exc:
+            log.warning("no doorbell folder (%s); receivers will poll the store instead", exc)
+        if self._ready:
+            _sweep(self._folder)
+
+    async def close(self) -> None:
+        await self.bind(None)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        with contextlib.suppress(OSError):
+            self._folder.rmdir()  # only when no bell is left in it
+
+    async def bind(self, session_id: str | None) -> None:
+        if self._sock is not None:
+            anyio.notify_closing(self._sock)  # wakes ``listen`` off the old socket
+            self._sock.close()
+            self._sock = None
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+            self._path = None
+        if session_id is not None and self._ready:
+            path = self._bell(session_id)
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)  # left by the session's previous process, which is gone
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                sock.bind(path)
+                sock.setblocking(False)
+            except OSError as exc:
+                log.warning("no doorbell (%s); receivers will poll the store instead", exc)
+            else:
+                self._sock, self._path = sock, path
+        self._rebound.set()
+        self._rebound = anyio.Event()
+
+    def notify(self, session_ids: Sequence[str]) -> None:
+        for session_id in session_ids:
+            path = self._bell(session_id)
+            if path == self._path:
+                self.poke()
+            elif self._out is not None:
+                with contextlib.suppress(OSError):
+                    self._out.sendto(b"!", path)
+
+    def poke(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def ticket(self) -> anyio.Event:
+        return self._changed
+
+    async def listen(self) -> None:
+        while True:
+            sock, rebound = self._sock, self._rebound
+            if sock is not None:
+                with contextlib.suppress(OSError, anyio.ClosedResourceError):  # closed by a new binding
+                    while True:
+                        await anyio.wait_readable(sock)
+                        with contextlib.suppress(BlockingIOError, InterruptedError):
+                            while sock.recv(64):
+                                pass
+                        self.poke()
+            await rebound.wait()
+
+
+def _sweep(folder: Path) -> None:
+    """Remove bells left by processes that were killed: no socket is bound behind them any more."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for entry in folder.glob("*.sock"):
+            try:
+                probe.connect(str(entry))
+            except ConnectionRefusedError:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            except OSError:
+                pass
+    finally:
+        probe.close()
