@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from . import __version__, config
+from . import __version__, cli_hosts, config
 from .errors import BrokerError
 from .store import check_store_url
 
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="spawn broker processes as three agents and print their conversation")
     config.add_arguments(demo, subcommand=True)
     demo.add_argument("--keep", action="store_true", help="keep the demo's database instead of deleting it")
+    cli_hosts.add_subcommands(sub)
     return parser
 
 
