@@ -16,9 +16,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mcp_broker import ancestry, hooks
-from mcp_broker.ancestry import Proc
-from mcp_broker.hooks import Context, Peek, SessionRef, Waiting
+from mcp_broker.ops import ancestry, hooks
+from mcp_broker.ops.ancestry import Proc
+from mcp_broker.ops.hooks import Context, Peek, SessionRef, Waiting
 
 pytestmark = pytest.mark.anyio
 
@@ -174,7 +174,7 @@ def test_real_process_tree_from_proc(tmp_path: Path) -> None:
         broker = subprocess.Popen(["mcp-broker", "-c", "import time; time.sleep(30)"], executable=sys.executable,
                                   cwd={str(tmp_path)!r})
         time.sleep(0.3)
-        code = "from mcp_broker import ancestry; import os; "
+        code = "from mcp_broker.ops import ancestry; import os; "
         code += "t = ancestry.process_table(); "
         code += "print(ancestry.nearest_brokers(t, os.getpid()), ancestry.brokers_in(t, {str(tmp_path)!r}, os.getpid()))"
         hook = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
@@ -294,7 +294,7 @@ def test_hook_subprocess_without_a_session_prints_nothing_and_exits_0(tmp_path: 
     started = time.monotonic()
     for event, extra in [("Stop", {"stop_hook_active": False}), ("SessionStart", {"source": "startup"})]:
         done = subprocess.run(
-            [sys.executable, "-m", "mcp_broker.cli_hosts", "hook", "claude-code", event],
+            [sys.executable, "-m", "mcp_broker.ops.cli", "hook", "claude-code", event],
             input=json.dumps(hook_input(event, **extra)),
             capture_output=True,
             text=True,

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mcp_broker import __version__, doctor, hooks, hosts, jsonedit
+from mcp_broker import __version__
+from mcp_broker.ops import doctor, hooks, hosts, jsonedit
 
 OTHER = {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"]}
 
@@ -24,7 +25,7 @@ def home_env(home: Path) -> dict[str, str]:
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mcp_broker.cli_hosts", *args],
+        [sys.executable, "-m", "mcp_broker.ops.cli", *args],
         capture_output=True,
         text=True,
         env=home_env(home),

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import __version__, config, hooks, hosts, jsonedit
+from .. import __version__, config
+from . import hooks, hosts, jsonedit
 
 PROBE_SECONDS = 5.0
 WAL_WARN_BYTES = 64 * 1024 * 1024

@@ -3,7 +3,7 @@
 :func:`add_subcommands` registers them on the main parser; each sets ``args.run``, a function of the parsed
 arguments that returns the exit code, so the caller dispatches with ``sys.exit(args.run(args))``. Store access
 is handed in (``open_inbox`` for the hooks, ``read_sessions`` for doctor's store checks): this module never
-opens a store itself. ``python -m mcp_broker.cli_hosts`` runs the same commands on their own.
+opens a store itself. ``python -m mcp_broker.ops.cli`` runs the same commands on their own.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class Inbox(Protocol):
     * ``waiting``: up to ``limit`` messages deliverable to the session now (queued, not leased, not expired),
       in the order ``receive`` would hand them out, with the count of all of them.
     * ``wait_for_arrival``: the first message that becomes waiting for the session after the call began, or
-      None after ``timeout`` seconds. It must wait on the store's wake-up mechanism, not by fast polling, and
+      None after ``timeout`` seconds. It must wait cheaply (no busy loop: a small read at most a few times a second) and
       return promptly when cancelled.
     """
 
