@@ -7,10 +7,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from store_contract import StoreContract, StoreFactory
 
 from mcp_broker.store.contract import Store
 from mcp_broker.store.sqlite import SqliteStore
+
+from .store_contract import StoreContract, StoreFactory
 
 
 class TestSqliteStore(StoreContract):
