@@ -17,7 +17,7 @@ from mcp_broker.domain import Broker
 from mcp_broker.errors import BrokerError
 from mcp_broker.mcp import build_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 CI_RUN = (ROOT / ".ci" / "run").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()
