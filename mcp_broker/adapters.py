@@ -35,7 +35,7 @@ from urllib.parse import unquote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mcp_broker.errors import InvalidAdapter, InvalidArgument, PayloadInvalid, TransformFailed
+from mcp_broker.errors import InvalidAdapter, InvalidArgument, PayloadInvalid, TransformFailed, excerpt
 from mcp_broker.schemas import Limits, compile_validator, json_pointer, validate_payload
 from mcp_broker.versions import version_key
 
@@ -146,16 +146,23 @@ def parse_steps(raw: Any) -> list[Step]:
         raise InvalidArgument(f"an adapter has at most {MAX_STEPS} steps; got {len(raw)}")
     steps: list[Step] = []
     for index, item in enumerate(raw):
-        if isinstance(item, dict) and "op" not in item:
-            raise InvalidArgument(f"steps[{index}] has no 'op'; use one of {', '.join(OPS)}", step=index)
+        if isinstance(item, dict) and item.get("op") not in OPS:
+            # Checked here, not by pydantic: its message for a bad tag quotes the whole value.
+            found = f"got {excerpt(item['op'])}" if "op" in item else "it has none"
+            raise InvalidArgument(f"steps[{index}].op must be one of {', '.join(OPS)}; {found}", step=index)
         try:
             steps.append(_STEP.validate_python(item))
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = "".join(f".{part}" for part in first["loc"][1:])  # loc[0] is the op tag
-            message = first["msg"].removeprefix("Value error, ")
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = "".join(f".{_label(part)}" for part in first["loc"][1:])  # loc[0] is the op tag
+            message = first["msg"].removeprefix("Value error, ")[:200]
             raise InvalidArgument(f"steps[{index}]{where}: {message}", step=index) from None
     return steps
+
+
+def _label(part: str | int) -> str | int:
+    """A field name as it goes into a message: as is when it is a short name, else an excerpt."""
+    return part if isinstance(part, int) or (part.isidentifier() and len(part) <= 40) else excerpt(part, 40)
 
 
 def dump_steps(steps: Iterable[Step]) -> list[dict[str, Any]]:

@@ -60,8 +60,9 @@ def test_error_codes() -> None:
     ("raw", "fragment"),
     [
         ("rename", "steps must be a list"),
-        ([{"path": "/a"}], "steps[0] has no 'op'; use one of rename"),
-        ([{"op": "remove", "path": "/a"}, {"op": "explode"}], "steps[1]: Input tag 'explode'"),
+        ([{"path": "/a"}], "steps[0].op must be one of rename, set_default, remove, map_values, wrap"),
+        ([{"op": "remove", "path": "/a"}, {"op": "explode"}], "steps[1].op must be one of rename"),
+        ([{"op": "explode"}], "; got 'explode'"),
         ([{"op": "rename", "from": "/a"}], "steps[0].to: Field required"),
         ([{"op": "set_default", "path": "/a"}], "steps[0].value: Field required"),
         ([{"op": "remove", "path": "/a", "extra": 1}], "steps[0].extra"),
@@ -80,6 +81,23 @@ def test_malformed_steps_are_refused_naming_the_step(raw: Any, fragment: str) ->
         parse_steps(raw)
     assert fragment in str(caught.value)
     assert str(caught.value).startswith("INVALID_ARGUMENT: ")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [{"op": [{}] * 10000, "path": "/k"}],  # answered 40 KB, echoing the whole value
+        [{"op": "x" * 100_000, "path": "/k"}],
+        [{"op": "remove", "path": "/k", "z" * 10_000: 1}],
+        [{"op": "remove", "path": "x" * 100_000}],
+        [{"op": "map_values", "path": "/k", "mapping": {"a": 1}, "extra": [[[[[[[[[[1]]]]]]]]]] * 1000}],
+    ],
+)
+def test_refusals_quote_an_excerpt_not_the_whole_value(raw: Any) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_steps(raw)
+    assert len(str(caught.value)) < 300, str(caught.value)[:400]
+    assert "\n" not in str(caught.value)
 
 
 def test_step_count_is_bounded() -> None:
