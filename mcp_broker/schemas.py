@@ -29,7 +29,8 @@ from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
-from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge
+from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge, excerpt
+from mcp_broker.patterns import CostlyPattern, PatternCache
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,11 @@ class _PatternTooSlow(Exception):
 _BUDGET: ContextVar[tuple[float, float] | None] = ContextVar("mcp_broker_regex_budget", default=None)
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> regex.Pattern[str]:
-    return regex.compile(pattern)
+class _PatternTooCostly(Exception):
+    """A pattern of a schema stored before patterns were priced is over the limits: never compiled."""
+
+
+_PATTERNS = PatternCache(max_total=100_000)
 
 
 def _search(pattern: str, text: str) -> bool:
@@ -131,7 +134,11 @@ def _search(pattern: str, text: str) -> bool:
     per_search, deadline = _BUDGET.get() or (Limits.regex_timeout, time.monotonic() + Limits.regex_budget)
     timeout = max(0.0, min(per_search, deadline - time.monotonic()))
     try:
-        return _compiled(pattern).search(text, timeout=timeout) is not None
+        compiled = _PATTERNS.get(pattern)
+    except (CostlyPattern, regex.error):
+        raise _PatternTooCostly(pattern) from None
+    try:
+        return compiled.search(text, timeout=timeout) is not None
     except TimeoutError:
         raise _PatternTooSlow(pattern) from None
 
@@ -245,7 +252,8 @@ def _draft_for(schema: dict[str, Any]) -> tuple[str, Any]:
 
 
 def _refuse(message: str, path: tuple[Any, ...]) -> InvalidSchema:
-    return InvalidSchema(f"at {json_pointer(path)}: {message}", path=json_pointer(path))
+    where = json_pointer(path)
+    return InvalidSchema(f"at {_short(where)}: {message}", path=where)
 
 
 def _check_refs_and_patterns(schema: dict[str, Any], draft: Any) -> None:
@@ -284,10 +292,14 @@ def _check_refs_and_patterns(schema: dict[str, Any], draft: Any) -> None:
             patterns += [(("patternProperties", key), key) for key in node["patternProperties"]]
         for where, patrn in patterns:
             try:
-                _compiled(patrn)
+                _PATTERNS.get(patrn)
+            except CostlyPattern as exc:
+                raise _refuse(
+                    f"pattern {excerpt(patrn)} would cost too much to compile: {exc}", (*path, *where)
+                ) from None
             except regex.error as exc:
                 raise _refuse(
-                    f"{patrn!r} is not a valid regular expression: {exc}", (*path, *where)
+                    f"{excerpt(patrn)} is not a valid regular expression: {exc}", (*path, *where)
                 ) from None
         stack.extend(
             (value, (*path, key), resolver) for key, value in node.items() if key not in _DATA_KEYWORDS
@@ -386,6 +398,12 @@ def validate_payload(validator: Validator, payload: Any, limits: Limits) -> None
     try:
         # cap + 1 tells "more" apart without walking every error of a 256 KiB array.
         found = list(islice(validator.iter_errors(payload), cap + 1))
+    except _PatternTooCostly as exc:
+        message = (
+            f"the schema's pattern {excerpt(exc.args[0])} is too costly to compile (it predates the limits on "
+            "patterns); register a new version of the protocol with a simpler pattern"
+        )
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
     except _PatternTooSlow as exc:
         message = (
             f"a value took too long to match pattern {_short(repr(exc.args[0]))}; the payload is refused"

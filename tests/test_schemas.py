@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
 
 from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge
+from mcp_broker.patterns import CostlyPattern, PatternCache, PatternLimits, pattern_size
 from mcp_broker.schemas import (
     Limits,
     SchemaCache,
@@ -40,6 +42,12 @@ def nested(depth: int, leaf: Any = 1) -> Any:
 
 def validator_for(schema: dict[str, Any]) -> Any:
     return compile_validator(check_schema(schema, LIMITS))
+
+
+def refusal_of(validator: Any, payload: Any, limits: Limits = LIMITS) -> PayloadInvalid:
+    with pytest.raises(PayloadInvalid) as caught:
+        validate_payload(validator, payload, limits)
+    return caught.value
 
 
 def refusal(schema: dict[str, Any], payload: Any, limits: Limits = LIMITS) -> PayloadInvalid:
@@ -399,6 +407,97 @@ def test_validator_used_directly_is_bounded_too() -> None:
     validator = validator_for({"pattern": SLOW})
     with pytest.raises(Exception, match=re.escape(SLOW)):
         validator.is_valid(SLOW_TEXT)
+
+
+# --- regular expressions priced before compiling ----------------------------------------------
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+BOMBS = ["a{3000000}", "(?:a{60000}){60000}", "((a{100}){100}){100}", "(?:abc|def){10000}", "x" * 1001]
+
+
+@pytest.mark.parametrize("bomb", BOMBS, ids=["one-count", "nested", "product", "expanded", "length"])
+@pytest.mark.parametrize(
+    ("where", "path"),
+    [
+        (lambda p: {"type": "string", "pattern": p}, "/pattern"),
+        (lambda p: {"patternProperties": {p: {}}}, "/patternProperties/"),
+        (lambda p: {"propertyNames": {"pattern": p}}, "/propertyNames/pattern"),
+        (lambda p: {"$defs": {"d": {"items": {"pattern": p}}}}, "/$defs/d/items/pattern"),
+        (lambda p: {"$schema": DRAFT_7, "definitions": {"d": {"pattern": p}}}, "/definitions/d/pattern"),
+    ],
+    ids=["pattern", "patternProperties", "propertyNames", "defs", "draft7"],
+)
+def test_costly_patterns_are_refused_before_compiling(bomb: str, where: Any, path: str) -> None:
+    before = _rss_kb()
+    started = time.monotonic()
+    with pytest.raises(InvalidSchema) as caught:
+        check_schema(where(bomb), LIMITS)
+    assert time.monotonic() - started < 0.5
+    assert _rss_kb() - before < 20_000  # kB: a{3000000} grew the process by 745 MB
+    assert caught.value.details["path"].startswith(path)
+    assert "would cost too much to compile" in caught.value.message
+    assert len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("pattern", "accepted"),
+    [
+        ("a{10000}", True),
+        ("a{10001}", False),
+        ("(?:a{100}){100}", True),
+        ("(?:a{100}){101}", False),
+        (".{0,10000}", True),
+        ("a{,10001}", False),
+        ("x" * 1000, True),
+        ("x" * 1001, False),
+        ("^[a-z0-9-]{1,63}(?:\\.[a-z0-9-]{1,63}){0,126}$", True),
+        ("a{10000}b{10000}c", False),
+    ],
+)
+def test_pattern_limits_are_exact(pattern: str, accepted: bool) -> None:
+    schema = {"type": "string", "pattern": pattern}
+    if accepted:
+        check_schema(schema, LIMITS)
+    else:
+        with pytest.raises(InvalidSchema, match="would cost too much to compile"):
+            check_schema(schema, LIMITS)
+
+
+def test_pattern_limits_and_sizes() -> None:
+    assert PatternLimits() == PatternLimits(max_chars=1000, max_repeat=10_000, max_size=20_000)
+    assert pattern_size("^\\d{4}-\\d{2}$") == 9
+    with pytest.raises(CostlyPattern, match="nests groups too deeply"):
+        pattern_size("(" * 499 + "a" + ")" * 499)
+
+
+def test_a_costly_pattern_in_a_stored_schema_refuses_the_payload_and_is_never_compiled() -> None:
+    # Registered before patterns were priced: it must not take the memory at its first send either.
+    validator = compile_validator(json.dumps({"type": "string", "pattern": "(?:a{60000}){60000}"}))
+    before = _rss_kb()
+    error = refusal_of(validator, "aaa")
+    assert "too costly to compile" in error.message
+    assert _rss_kb() - before < 20_000
+
+
+def test_a_format_is_never_compiled_as_a_regex() -> None:
+    # format is an annotation here, so format "regex" does not compile the value it describes.
+    validator = validator_for({"type": "string", "format": "regex"})
+    started = time.monotonic()
+    validate_payload(validator, "(?:a{60000}){60000}", LIMITS)
+    assert time.monotonic() - started < 0.5
+
+
+def test_the_compiled_pattern_cache_is_bounded_by_size() -> None:
+    cache = PatternCache(max_total=25_000)
+    for count in range(9_990, 10_000):
+        cache.get(f"a{{{count}}}")
+    assert cache.total <= 25_000 and len(cache) == 2
+    assert cache.get("a{9999}").fullmatch("a" * 9999)
 
 
 # --- cache -------------------------------------------------------------------------------------
