@@ -31,6 +31,7 @@ from referencing.exceptions import Unresolvable
 
 from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge, excerpt
 from mcp_broker.patterns import CostlyPattern, PatternCache
+from mcp_broker.schema_cost import CostlySchema, OutOfBudget, check_cost, counted, work_budget
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Limits:
     max_schema_bytes: int = 65536
     max_depth: int = 64  # nesting of objects and arrays
     max_validation_errors: int = 10  # errors reported per refused payload
+    # The work one payload's validation may take: weighed keyword applications (schema_cost.counted;
+    # ~1.5 s here), and a deadline in case a machine is much slower than that.
+    max_validation_steps: int = 500_000
+    validation_seconds: float = 2.0
     regex_timeout: float = 0.1  # seconds one `pattern` search may take
     regex_budget: float = 1.0  # seconds all searches of one payload validation may take together
 
@@ -220,8 +225,9 @@ _REPLACED: dict[Callable[..., Any], Callable[..., Any]] = {
 
 @functools.cache
 def _bounded(draft: Any) -> Any:
-    """The draft's validator class with every regex-matching or quadratic keyword bounded."""
-    replaced = {name: _REPLACED[fn] for name, fn in draft.VALIDATORS.items() if fn in _REPLACED}
+    """The draft's validator class with every regex-matching or quadratic keyword bounded, and counted."""
+    # Every keyword counts its work too, so that no payload can make one validation run for long.
+    replaced = {name: counted(_REPLACED.get(fn, fn), name) for name, fn in draft.VALIDATORS.items()}
     return validators.extend(draft, replaced)
 
 
@@ -328,15 +334,24 @@ def check_schema(schema: dict[str, Any], limits: Limits) -> str:
         _check_refs_and_patterns(schema, draft)
         # A $ref cycle that consumes nothing ({"$ref": "#"}) recurses forever on any value; find it
         # now, not at every send. Cycles reached only through some payloads are caught in validate_payload.
+        try:
+            check_cost(schema, draft, limits.max_depth)
+        except CostlySchema as exc:
+            raise _refuse(str(exc), exc.path) from None
         validator = _bounded(draft)(schema, registry=_NO_FETCH)
         probes: tuple[Any, ...] = (None, {}, [])
         for probe in probes:
             try:
-                for _ in islice(validator.iter_errors(probe), 100):
-                    pass
+                with work_budget(limits.max_validation_steps, limits.validation_seconds):
+                    for _ in islice(validator.iter_errors(probe), 100):
+                        pass
             except (RecursionError, Unresolvable):
                 raise InvalidSchema(
                     "the schema refers to itself in a cycle ($ref loop) that never ends"
+                ) from None
+            except OutOfBudget:
+                raise InvalidSchema(
+                    "validating even an empty payload against the schema costs too much"
                 ) from None
     except (ValueError, OverflowError) as exc:  # e.g. an $id that is not a URI: urljoin raises
         raise InvalidSchema(
@@ -396,8 +411,20 @@ def validate_payload(validator: Validator, payload: Any, limits: Limits) -> None
     cap = max(1, limits.max_validation_errors)
     token = _BUDGET.set((limits.regex_timeout, time.monotonic() + limits.regex_budget))
     try:
-        # cap + 1 tells "more" apart without walking every error of a 256 KiB array.
-        found = list(islice(validator.iter_errors(payload), cap + 1))
+        with work_budget(limits.max_validation_steps, limits.validation_seconds):
+            # cap + 1 tells "more" apart without walking every error of a 256 KiB array.
+            found = list(islice(validator.iter_errors(payload), cap + 1))
+    except OutOfBudget as exc:
+        spent = (
+            f"{limits.max_validation_steps} steps"
+            if exc.args[0] == "steps"
+            else f"{limits.validation_seconds:g} seconds"
+        )
+        message = (
+            f"validating this payload against the schema took more than its budget ({spent}); the payload "
+            "is refused: send a smaller payload, or use a version of the protocol with a simpler schema"
+        )
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
     except _PatternTooCostly as exc:
         message = (
             f"the schema's pattern {excerpt(exc.args[0])} is too costly to compile (it predates the limits on "
