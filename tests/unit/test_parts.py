@@ -256,7 +256,7 @@ async def test_text_other_agents_read_refuses_hidden_characters(
         await a.sessions.connect("alice", SPEAKS, features=[sneaky])
     with pytest.raises(InvalidArgument):
         await a.catalog.register_protocol("chat", "1.0.0", CHAT, ["point_to_point"], {"tags": [sneaky]})
-    with pytest.raises(InvalidArgument, match="metadata.description"):
+    with pytest.raises(InvalidArgument, match=r"metadata\.description"):
         await a.catalog.register_protocol(
             "chat", "1.0.0", CHAT, ["point_to_point"], {"description": f"plain {sneaky} text"}
         )
