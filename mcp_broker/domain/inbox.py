@@ -147,6 +147,8 @@ class Inbox:
                 )
                 raise NotConnected("this process no longer holds the session this receive was waiting for")
             remaining = deadline - time.monotonic()
+            if rows:
+                self.notifier.notify([])  # people following the traffic see the lease
             if rows or remaining <= 0:
                 return ReceiveResult(messages=[to_received(r) for r in rows])
             with anyio.move_on_after(min(remaining, self.recheck_seconds)):
@@ -156,6 +158,7 @@ class Inbox:
         me = self.binding.require()
         ids = check_message_ids(message_ids)
         outcome = await self.store.ack(me, ids, self.clock())
+        self.notifier.notify([])
         unknown = [m for m, state in outcome.items() if state is AckState.unknown]
         if unknown:
             raise UnknownMessage(
@@ -175,6 +178,7 @@ class Inbox:
         outcome = await self.store.requeue(
             me, ids, now=self.clock(), from_states=("leased",), delay=delay_seconds, reset_attempts=False
         )
+        self.notifier.notify([me])
         return _requeue_result(ids, outcome, "in your inbox", 0)
 
     async def list_dead_letters(self, limit: int = 50, cursor: str | None = None) -> DeadLettersResult:
@@ -218,7 +222,7 @@ class Inbox:
             max_inbox=self.max_inbox,
         )
         result = _requeue_result(ids, outcome, "among your dead letters", self.max_inbox)
-        self.notifier.poke()
+        self.notifier.notify([me])
         return result
 
     async def message_status(self, message_ids: Sequence[str]) -> MessageStatusResult:

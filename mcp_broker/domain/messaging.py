@@ -382,6 +382,8 @@ class Messaging:
         while True:
             ticket = self.notifier.ticket()
             row = await self.store.take_reply(me, request_id, self.clock())
+            if row is not None:
+                self.notifier.notify([])  # the reply was taken and acked
             remaining = deadline - time.monotonic()
             if row is not None or remaining <= 0 or not self.binding.holds(me):
                 return RequestResult(

@@ -26,6 +26,11 @@ Rules every backend keeps (the contract suite in ``tests/contract`` checks each 
   leases and ends act only while the caller is that owner; a claim is a compare-and-swap on it.
 - **Immutability.** Protocol versions and adapters never change once stored, so a process may
   cache them for its whole life.
+- **Events.** Every change of a delivery's state appends one event in the same atomic step: ``sent``
+  (stored for a recipient), ``leased``, ``acked``, ``released``, ``replayed``, ``dead_lettered``
+  (with the reason) and ``purged``. Events are read in the order appended, after an opaque cursor;
+  pruning drops those older than retention.
+- **Dead-letter order.** ``dead_letters`` pages newest first by the order deliveries were stored.
 """
 
 from __future__ import annotations
@@ -86,6 +91,16 @@ class RequeueState(StrEnum):
 class DeadReason(StrEnum):
     expired = "expired"
     max_attempts = "max_attempts"
+
+
+class EventKind(StrEnum):
+    sent = "sent"
+    leased = "leased"
+    acked = "acked"
+    released = "released"
+    replayed = "replayed"
+    dead_lettered = "dead_lettered"
+    purged = "purged"
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -209,6 +224,8 @@ class InboxRow:
     state: str
     reason: str | None
     updated_at: float
+    recipient_id: str = ""
+    recipient_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -272,6 +289,56 @@ class EnqueueOutcome:
 class RequeueOutcome:
     states: dict[str, RequeueState]
     full_depth: int | None = None  # set (and nothing changed) when requeueing would overfill the inbox
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change of one delivery, with what a person needs to read it."""
+
+    cursor: str
+    at: float
+    kind: EventKind
+    message_id: str
+    sender_id: str
+    sender_name: str
+    recipient_id: str
+    recipient_name: str
+    protocol: str
+    version: str  # as sent
+    delivered_version: str
+    adapted_via: str | None
+    attempt: int
+    reason: str | None
+    created_at: float  # when the message was sent
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Events after ``after`` (a cursor ``events`` returned), or from ``since``, or else the latest
+    ``limit``; narrowed to a session (as sender or recipient), a protocol or a message."""
+
+    after: str | None = None
+    since: float | None = None
+    limit: int = 100
+    session_id: str | None = None
+    protocol: str | None = None
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[Event]  # in the order appended
+    cursor: str | None  # pass as ``after`` for what comes next; None while no event exists
+
+
+@dataclass(frozen=True)
+class Overview:
+    """The whole store at a glance, for people."""
+
+    waiting: int
+    dead_letters: int
+    oldest_waiting_at: float | None
+    last_event_at: float | None
 
 
 @dataclass(frozen=True)
@@ -382,7 +449,26 @@ class Store(Protocol):
     async def take_reply(self, requester_id: str, request_id: str, now: float) -> InboxRow | None: ...
     async def sent_request(self, sender_id: str, request_id: str) -> bool: ...
     async def prune(self, *, before: float, now: float) -> dict[str, int]:
-        """Delete finished deliveries older than ``before``, orphan messages, long-gone sessions."""
+        """Delete finished deliveries and events older than ``before``, orphan messages, long-gone sessions."""
+        ...
+
+    # for people: traffic and the whole store, not one session's view
+    async def events(self, query: EventQuery) -> EventPage:
+        """A cursor this store did not issue raises ``ValueError``."""
+        ...
+
+    async def overview(self, now: float) -> Overview: ...
+    async def all_dead_letters(self, *, limit: int, cursor: str | None) -> DeadLetterPage:
+        """Every session's dead letters, newest first (``InboxRow.recipient_*`` says whose)."""
+        ...
+
+    async def replay_dead(self, message_ids: Sequence[str], *, now: float, max_inbox: int) -> dict[str, int]:
+        """Queue every dead-lettered delivery of these messages again, fresh attempts and no expiry;
+        per id, how many deliveries moved. A recipient whose inbox is full keeps its dead letter."""
+        ...
+
+    async def purge_dead(self, message_ids: Sequence[str], *, now: float) -> dict[str, int]:
+        """Delete every dead-lettered delivery of these messages; per id, how many went."""
         ...
 
 
@@ -407,7 +493,9 @@ class Notifier(Protocol):
         ...
 
     def notify(self, session_ids: Sequence[str]) -> None:
-        """After a commit: wake whoever holds these sessions. Never blocks, never fails the caller."""
+        """After a commit: wake whoever holds these sessions, and every watcher (with no ids: the
+        watchers alone, after a change that wakes no receiver, such as an ack). Never blocks, never
+        fails the caller."""
         ...
 
     def poke(self) -> None:
@@ -416,4 +504,8 @@ class Notifier(Protocol):
 
     def ticket(self) -> Ticket:
         """Take this before looking at the store, then wait on it: a wake-up in between is not missed."""
+        ...
+
+    async def watch(self) -> None:
+        """Also wake this process on every session's traffic (for people's tools that follow it)."""
         ...

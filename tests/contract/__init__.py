@@ -3,4 +3,4 @@
 import pytest
 
 # The suite's asserts live outside a test_ module; have pytest explain their failures all the same.
-pytest.register_assert_rewrite("contract.store_contract")
+pytest.register_assert_rewrite("contract.store_contract", "contract.traffic_contract")

@@ -12,9 +12,10 @@ from mcp_broker.store.contract import Store
 from mcp_broker.store.sqlite import SqliteStore
 
 from .store_contract import StoreContract, StoreFactory
+from .traffic_contract import TrafficContract
 
 
-class TestSqliteStore(StoreContract):
+class TestSqliteStore(StoreContract, TrafficContract):
     @pytest.fixture
     async def store_factory(self, db_path: Path) -> AsyncIterator[StoreFactory]:
         async with AsyncExitStack() as stack:

@@ -78,3 +78,18 @@ async def test_a_notify_to_the_own_session_wakes_this_process(
     receiver, _ = pair
     await receiver.bind("S")
     assert await woken(receiver, receiver, ["S"], within=1)
+
+
+async def test_a_watcher_wakes_on_every_sessions_traffic(pair: tuple[BellNotifier, BellNotifier]) -> None:
+    watcher, sender = pair
+    await watcher.watch()  # bound to no session: follows everyone's
+    assert await woken(watcher, sender, ["S"], within=1)
+    assert await woken(watcher, sender, [], within=1)  # an ack or a lease: watchers alone
+    await watcher.bind("T")  # a session of its own as well
+    assert await woken(watcher, sender, ["T"], within=1)
+
+
+async def test_with_no_watcher_a_notify_rings_only_the_sessions(pair: tuple[BellNotifier, BellNotifier]) -> None:
+    receiver, sender = pair
+    await receiver.bind("S")
+    assert not await woken(receiver, sender, [], within=QUIET)

@@ -7,12 +7,13 @@ from pathlib import Path
 from .catalog import Catalog
 from .notifier import BellNotifier
 from .queue import Queue
+from .traffic import Traffic
 
 __all__ = ["BellNotifier", "SqliteStore"]
 
 
-class SqliteStore(Catalog, Queue):
-    """The catalog and the queue over one SQLite file; the contract's embedded engine."""
+class SqliteStore(Catalog, Queue, Traffic):
+    """The catalog, the queue and the traffic log over one SQLite file; the contract's embedded engine."""
 
     def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:
         super().__init__(Path(path), durability=durability, busy_budget=busy_budget)

@@ -4,6 +4,10 @@ The socket's path is derived from the database and the session id, so a sender n
 from the store to ring: after its transaction commits it sends one byte to each recipient's path,
 and the process holding that session wakes its long-polls at once. A lost ring costs only latency:
 receivers also re-check the store on a slow timer.
+
+People's tools that follow all traffic (``mcp-broker tail``, the dashboard) bind a watcher socket
+in the ``watch`` folder beside the bells; every notify rings those too. The folder's listing is
+cached by its modification time, so with no watcher a notify costs one ``stat``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ class BellNotifier:
         self._changed = anyio.Event()
         self._rebound = anyio.Event()
         self._ready = False
+        self._watch_dir = self._folder / "watch"
+        self._watcher: socket.socket | None = None
+        self._watcher_path: str | None = None
+        self._watchers: tuple[float, list[str]] = (-1.0, [])  # (folder mtime, socket paths)
 
     def _bell(self, session_id: str) -> str:
         return str(self._folder / (hashlib.sha1(session_id.encode()).hexdigest()[:16] + ".sock"))
@@ -57,6 +65,14 @@ class BellNotifier:
 
     async def close(self) -> None:
         await self.bind(None)
+        if self._watcher is not None:
+            anyio.notify_closing(self._watcher)
+            self._watcher.close()
+            self._watcher = None
+        if self._watcher_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._watcher_path)
+                self._watch_dir.rmdir()  # only when it was the last watcher
         if self._out is not None:
             self._out.close()
             self._out = None
@@ -95,6 +111,41 @@ class BellNotifier:
             elif self._out is not None:
                 with contextlib.suppress(OSError):
                     self._out.sendto(b"!", path)
+        for path in self._watcher_paths():
+            if path == self._watcher_path:
+                self.poke()
+            elif self._out is not None:
+                with contextlib.suppress(OSError):
+                    self._out.sendto(b"!", path)
+
+    def _watcher_paths(self) -> list[str]:
+        try:
+            mtime = os.stat(self._watch_dir).st_mtime
+        except OSError:
+            return []
+        if mtime != self._watchers[0]:
+            try:
+                self._watchers = (mtime, [entry.path for entry in os.scandir(self._watch_dir)])
+            except OSError:
+                return []
+        return self._watchers[1]
+
+    async def watch(self) -> None:
+        if self._watcher is not None or not self._ready:
+            return
+        try:
+            self._watch_dir.mkdir(mode=0o700, exist_ok=True)
+            _sweep(self._watch_dir)
+            path = str(self._watch_dir / f"{os.getpid()}-{id(self):x}.sock")
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(path)
+            sock.setblocking(False)
+        except OSError as exc:
+            log.warning("cannot watch traffic (%s); following it by polling the store", exc)
+            return
+        self._watcher, self._watcher_path = sock, path
+        self._rebound.set()  # listen picks the watcher up
+        self._rebound = anyio.Event()
 
     def poke(self) -> None:
         self._changed.set()
@@ -104,17 +155,28 @@ class BellNotifier:
         return self._changed
 
     async def listen(self) -> None:
-        while True:
-            sock, rebound = self._sock, self._rebound
-            if sock is not None:
-                with contextlib.suppress(OSError, anyio.ClosedResourceError):  # closed by a new binding
-                    while True:
-                        await anyio.wait_readable(sock)
-                        with contextlib.suppress(BlockingIOError, InterruptedError):
-                            while sock.recv(64):
-                                pass
-                        self.poke()
-            await rebound.wait()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._listen_watcher)
+            while True:
+                sock, rebound = self._sock, self._rebound
+                if sock is not None:
+                    await self._drain(sock)  # until a new binding closes it
+                await rebound.wait()
+
+    async def _listen_watcher(self) -> None:
+        while self._watcher is None:
+            await self._rebound.wait()
+        await self._drain(self._watcher)
+
+    async def _drain(self, sock: socket.socket) -> None:
+        """Turn each datagram on ``sock`` into a local wake-up, until the socket is closed."""
+        with contextlib.suppress(OSError, anyio.ClosedResourceError):
+            while True:
+                await anyio.wait_readable(sock)
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    while sock.recv(64):
+                        pass
+                self.poke()
 
 
 def _sweep(folder: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from ..contract import (
     DeadLetterPage,
     DeadReason,
     EnqueueOutcome,
+    EventKind,
     Guard,
     InboxRow,
     NewMessage,
@@ -25,6 +25,7 @@ from ..contract import (
 )
 from .base import DEPTH_SQL, MESSAGE_COLUMNS, WAITING, StoreBase
 from .rows import inbox_row, status_row
+from .traffic import decode, encode, record
 
 DEPTH_OF = f"SELECT count(*) FROM deliveries WHERE recipient_id = :r AND {WAITING}"
 
@@ -87,6 +88,9 @@ class Queue(StoreBase):
         result = json.dumps(answer or {}) if message.idempotency_key is not None else None
         self._insert_message(db, message, result)
         self._insert_deliveries(db, message, reached)
+        record(
+            db, message.created_at, EventKind.sent, [(message.id, t.recipient_id, 0, None) for t in reached]
+        )
         return EnqueueOutcome(
             delivered_to=tuple(t.recipient_id for t in reached), full=tuple(full), stored=True
         )
@@ -171,17 +175,21 @@ class Queue(StoreBase):
             ).fetchone()
             if held is None:
                 return []
-            db.execute(
+            expired = db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', reason = :reason, updated_at = :now
-                   WHERE recipient_id = :r AND state IN ('queued', 'leased') AND expires_at <= :now""",
+                   WHERE recipient_id = :r AND state IN ('queued', 'leased') AND expires_at <= :now
+                   RETURNING message_id, attempts, reason""",
                 {"r": recipient_id, "now": now, "reason": DeadReason.expired.value},
-            )
-            db.execute(
+            ).fetchall()
+            tired = db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', updated_at = :now,
                    reason = :reason
                    WHERE recipient_id = :r AND state IN ('queued', 'leased') AND visible_at <= :now
-                   AND attempts >= :max""",
+                   AND attempts >= :max RETURNING message_id, attempts, reason""",
                 {"r": recipient_id, "now": now, "max": max_attempts, "reason": DeadReason.max_attempts.value},
+            ).fetchall()
+            record(
+                db, now, EventKind.dead_lettered, [(r[0], recipient_id, r[1], r[2]) for r in expired + tired]
             )
             sql = f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
                       JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
@@ -196,6 +204,12 @@ class Queue(StoreBase):
                 """UPDATE deliveries SET state = 'leased', attempts = attempts + 1, visible_at = ?, updated_at = ?
                    WHERE seq = ?""",
                 [(until, now, r["seq"]) for r in rows],
+            )
+            record(
+                db,
+                now,
+                EventKind.leased,
+                [(r["message_id"], recipient_id, r["attempts"] + 1, None) for r in rows],
             )
             return [inbox_row(r, attempts=r["attempts"] + 1, visible_at=until) for r in rows]
 
@@ -237,6 +251,12 @@ class Queue(StoreBase):
                         (now, now, recipient_id, message_id),
                     )
                     outcome[message_id] = AckState.acked
+            acked = [
+                (m, recipient_id, found[m][1], None)
+                for m, state in outcome.items()
+                if state is AckState.acked
+            ]
+            record(db, now, EventKind.acked, acked)
             return outcome
 
         return await self._tx(run)
@@ -282,6 +302,8 @@ class Queue(StoreBase):
                     WHERE recipient_id = ? AND message_id = ?""",
                 [(now + delay, now, recipient_id, m) for m in movable],
             )
+            kind = EventKind.replayed if reset_attempts else EventKind.released
+            record(db, now, kind, [(m, recipient_id, 0, None) for m in movable])
             return RequeueOutcome(
                 {m: (RequeueState.requeued if m in movable else RequeueState(found[m])) for m in message_ids}
             )
@@ -304,7 +326,7 @@ class Queue(StoreBase):
 
     async def dead_letters(self, recipient_id: str, *, limit: int, cursor: str | None) -> DeadLetterPage:
         """This recipient's dead letters, newest first; the cursor is the last row's ``seq``."""
-        before = _decode_seq(cursor) if cursor is not None else 2**62
+        before = decode(cursor, "dl") if cursor is not None else 2**62
 
         def run(db: sqlite3.Connection) -> DeadLetterPage:
             rows = db.execute(
@@ -317,7 +339,7 @@ class Queue(StoreBase):
             page = rows[:limit]
             more = len(rows) > limit
             return DeadLetterPage(
-                [inbox_row(r) for r in page], _encode_seq(page[-1]["seq"]) if more else None
+                [inbox_row(r) for r in page], encode(page[-1]["seq"], "dl") if more else None
             )
 
         return await self._tx(run, write=False)
@@ -368,15 +390,18 @@ class Queue(StoreBase):
         """
 
         def run(db: sqlite3.Connection) -> bool:
-            cur = db.execute(
+            acked = db.execute(
                 """UPDATE deliveries SET state = 'acked', acked_at = :now, updated_at = :now
-                   WHERE recipient_id = :r AND message_id = :m AND state IN ('queued', 'leased', 'dead_lettered')""",
+                   WHERE recipient_id = :r AND message_id = :m AND state IN ('queued', 'leased', 'dead_lettered')
+                   RETURNING attempts""",
                 {"now": message.created_at, "r": recipient_id, "m": request_id},
-            )
-            if cur.rowcount != 1:
+            ).fetchall()
+            if len(acked) != 1:
                 return False
             self._insert_message(db, message, None)
             self._insert_deliveries(db, message, [target])
+            record(db, message.created_at, EventKind.acked, [(request_id, recipient_id, acked[0][0], None)])
+            record(db, message.created_at, EventKind.sent, [(message.id, target.recipient_id, 0, None)])
             return True
 
         return await self._tx(run)
@@ -401,6 +426,7 @@ class Queue(StoreBase):
                    WHERE seq = ?""",
                 (now, now, row["seq"]),
             )
+            record(db, now, EventKind.acked, [(row["message_id"], requester_id, row["attempts"] + 1, None)])
             return inbox_row(row, attempts=row["attempts"] + 1, state="acked")
 
         return await self._tx(run)
@@ -427,6 +453,7 @@ class Queue(StoreBase):
                    OR (state IN ('queued', 'leased') AND expires_at < :before)""",
                 {"before": before},
             ).rowcount
+            counts["events"] = db.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount
             counts["messages"] = db.execute(
                 """DELETE FROM messages WHERE created_at < ?
                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)""",
@@ -443,18 +470,3 @@ class Queue(StoreBase):
             return counts
 
         return await self._tx(run, inline=False)  # may delete many rows
-
-
-def _encode_seq(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"dl:{seq}".encode()).decode()
-
-
-def _decode_seq(cursor: str) -> int:
-    try:
-        kind, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        seq = int(number)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("not a dead-letter cursor of this store") from exc
-    if kind != "dl" or not 0 <= seq < 2**62:
-        raise ValueError("not a dead-letter cursor of this store")
-    return seq
