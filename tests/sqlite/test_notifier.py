@@ -89,7 +89,9 @@ async def test_a_watcher_wakes_on_every_sessions_traffic(pair: tuple[BellNotifie
     assert await woken(watcher, sender, ["T"], within=1)
 
 
-async def test_with_no_watcher_a_notify_rings_only_the_sessions(pair: tuple[BellNotifier, BellNotifier]) -> None:
+async def test_with_no_watcher_a_notify_rings_only_the_sessions(
+    pair: tuple[BellNotifier, BellNotifier],
+) -> None:
     receiver, sender = pair
     await receiver.bind("S")
     assert not await woken(receiver, sender, [], within=QUIET)
