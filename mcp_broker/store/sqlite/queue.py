@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from .. import cursors
 from ..contract import (
     IDEMPOTENCY_WINDOW,
     AckState,
@@ -446,15 +446,8 @@ class Queue(StoreBase):
 
 
 def _encode_seq(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"dl:{seq}".encode()).decode()
+    return cursors.encode("dl", seq)
 
 
 def _decode_seq(cursor: str) -> int:
-    try:
-        kind, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        seq = int(number)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("not a dead-letter cursor of this store") from exc
-    if kind != "dl" or not 0 <= seq < 2**62:
-        raise ValueError("not a dead-letter cursor of this store")
-    return seq
+    return cursors.decode("dl", cursor, 2**62)
