@@ -35,11 +35,20 @@ from urllib.parse import unquote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mcp_broker.errors import InvalidAdapter, InvalidArgument, PayloadInvalid, TransformFailed
-from mcp_broker.schemas import Limits, compile_validator, json_pointer, validate_payload
+from mcp_broker.errors import (
+    InvalidAdapter,
+    InvalidArgument,
+    PayloadInvalid,
+    TooLarge,
+    TransformFailed,
+    excerpt,
+)
+from mcp_broker.schemas import Limits, check_json_value, compile_validator, json_pointer, validate_payload
 from mcp_broker.versions import version_key
 
 MAX_STEPS = 64
+MAX_HOPS = 8  # adapters chained on one delivery: routes longer than this are not taken
+MAX_PATH_STEPS = MAX_STEPS * MAX_HOPS  # steps applied to one payload along a route
 POINTER_MAX_CHARS = 1000
 POINTER_MAX_SEGMENTS = 64
 _INDEX_RE = re.compile(r"0|[1-9][0-9]{0,8}")
@@ -146,16 +155,23 @@ def parse_steps(raw: Any) -> list[Step]:
         raise InvalidArgument(f"an adapter has at most {MAX_STEPS} steps; got {len(raw)}")
     steps: list[Step] = []
     for index, item in enumerate(raw):
-        if isinstance(item, dict) and "op" not in item:
-            raise InvalidArgument(f"steps[{index}] has no 'op'; use one of {', '.join(OPS)}", step=index)
+        if isinstance(item, dict) and item.get("op") not in OPS:
+            # Checked here, not by pydantic: its message for a bad tag quotes the whole value.
+            found = f"got {excerpt(item['op'])}" if "op" in item else "it has none"
+            raise InvalidArgument(f"steps[{index}].op must be one of {', '.join(OPS)}; {found}", step=index)
         try:
             steps.append(_STEP.validate_python(item))
         except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = "".join(f".{part}" for part in first["loc"][1:])  # loc[0] is the op tag
-            message = first["msg"].removeprefix("Value error, ")
+            first = exc.errors(include_url=False, include_input=False)[0]
+            where = "".join(f".{_label(part)}" for part in first["loc"][1:])  # loc[0] is the op tag
+            message = first["msg"].removeprefix("Value error, ")[:200]
             raise InvalidArgument(f"steps[{index}]{where}: {message}", step=index) from None
     return steps
+
+
+def _label(part: str | int) -> str | int:
+    """A field name as it goes into a message: as is when it is a short name, else an excerpt."""
+    return part if isinstance(part, int) or (part.isidentifier() and len(part) <= 40) else excerpt(part, 40)
 
 
 def dump_steps(steps: Iterable[Step]) -> list[dict[str, Any]]:
@@ -268,14 +284,37 @@ def apply_steps(payload: Any, steps: Sequence[Step]) -> Any:
     return _run(copy.deepcopy(payload), steps)
 
 
-def transform(payload: Any, path_steps: Sequence[Sequence[Step]], labels: Sequence[str] = ()) -> Any:
-    """Apply adapters one after another (a path from :func:`find_path`); ``labels`` name them in errors."""
+def transform(
+    payload: Any,
+    path_steps: Sequence[Sequence[Step]],
+    labels: Sequence[str] = (),
+    limits: Limits | None = None,
+) -> Any:
+    """Apply adapters one after another (a path from :func:`find_path`); ``labels`` name them in errors.
+
+    The cost is bounded: at most ``MAX_HOPS`` adapters and ``MAX_PATH_STEPS`` steps, and after each adapter
+    the payload must still fit the payload limits (a ``set_default`` value or a ``rename`` into a deep
+    pointer can grow it), so a chain of adapters can never build something huge on the way.
+    """
+    limits = limits or Limits()
+    total = sum(len(steps) for steps in path_steps)
+    if len(path_steps) > MAX_HOPS or total > MAX_PATH_STEPS:
+        raise TransformFailed(
+            f"the route chains {len(path_steps)} adapters ({total} steps); at most {MAX_HOPS} adapters and "
+            f"{MAX_PATH_STEPS} steps are applied to one payload: register a more direct adapter"
+        )
     doc = copy.deepcopy(payload)
     for hop, steps in enumerate(path_steps):
+        label = labels[hop] if hop < len(labels) else f"{hop + 1} of {len(path_steps)}"
         try:
             _run(doc, steps)
-        except TransformFailed as exc:
-            label = labels[hop] if hop < len(labels) else f"{hop + 1} of {len(path_steps)}"
+            check_json_value(
+                doc,
+                what="the adapted payload",
+                max_bytes=limits.max_payload_bytes,
+                max_depth=limits.max_depth,
+            )
+        except (TransformFailed, TooLarge) as exc:
             raise TransformFailed(f"adapter {label}: {exc.message}", hop=hop, **exc.details) from None
     return doc
 
@@ -493,7 +532,8 @@ def check_adapter(
 
 
 def reachable(edges: Iterable[Edge], start: str) -> dict[str, list[Edge]]:
-    """Every version reachable from ``start`` (itself included, by ``[]``) with a shortest path to it."""
+    """Every version reachable from ``start`` in at most ``MAX_HOPS`` adapters (itself included, by ``[]``),
+    with a shortest path to it."""
     graph: dict[str, set[str]] = {}
     for source, target in edges:
         if source != target:
@@ -502,6 +542,8 @@ def reachable(edges: Iterable[Edge], start: str) -> dict[str, list[Edge]]:
     queue = deque([start])
     while queue:  # breadth first: the first path found to a version is a shortest one
         here = queue.popleft()
+        if len(paths[here]) >= MAX_HOPS:
+            continue  # a route is never longer than MAX_HOPS adapters
         for there in sorted(graph.get(here, ()), key=version_key, reverse=True):  # ties: newer first
             if there not in paths:
                 paths[there] = [*paths[here], (here, there)]

@@ -15,6 +15,7 @@ import anyio
 
 from . import __version__, config
 from .errors import BrokerError
+from .ops import cli as ops_cli
 from .store import check_store_url
 
 
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="spawn broker processes as three agents and print their conversation")
     config.add_arguments(demo, subcommand=True)
     demo.add_argument("--keep", action="store_true", help="keep the demo's database instead of deleting it")
+    from .ops import reader
+
+    ops_cli.add_subcommands(sub, open_inbox=reader.opened, read_sessions=reader.read_sessions)
     return parser
 
 
@@ -73,8 +77,11 @@ async def _serve(settings: config.Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    _setup_logging("INFO")
     args = _parser().parse_args(argv)
+    if getattr(args, "run", None) is not None:  # install, uninstall, doctor, hook: quick, no server
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+        sys.exit(args.run(args))
+    _setup_logging("INFO")
     try:
         settings = config.load(args)
         check_store_url(settings.store)

@@ -7,15 +7,47 @@ The codes are part of the public contract and listed in the README.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any, ClassVar
+
+MAX_MESSAGE_CHARS = 1000  # what any refusal may say: its text is echoed to models and logs
+
+
+def excerpt(value: Any, limit: int = 80) -> str:
+    """A short, single-line ``repr`` of any value for an error text: never longer than ``limit``.
+
+    Built from bounded pieces (reprlib), so a 1 MiB string or a list nested 100,000 deep costs no more
+    than a small one; control, bidi and zero-width characters come out escaped, as ``repr`` writes them.
+    """
+    limit = max(limit, 8)
+    shown = reprlib.Repr()
+    shown.maxlevel = 3
+    shown.maxstring = shown.maxother = shown.maxlong = limit
+    shown.maxlist = shown.maxtuple = shown.maxdict = shown.maxset = 8
+    try:
+        text = shown.repr(value)
+    except Exception:  # e.g. an int past Python's digit limit for str(), or a hostile __repr__
+        text = f"<{type(value).__name__}>"
+    text = text.replace("\r", "\\r").replace("\n", "\\n")  # repr of a str escapes these already
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return message[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
 class BrokerError(Exception):
-    """Base of all domain errors; ``code`` is the stable prefix a client can match on."""
+    """Base of all domain errors; ``code`` is the stable prefix a client can match on.
+
+    The message is capped at ``MAX_MESSAGE_CHARS``: whatever a caller quotes into it, the answer stays small.
+    """
 
     code: ClassVar[str] = "BROKER_ERROR"
 
     def __init__(self, message: str, **details: Any) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
         self.details = details

@@ -79,6 +79,7 @@ def choose_route(
         if route is None:
             raise NotAccepted(
                 f"{recipient} does not accept {protocol} {explicit}; it accepts {theirs}, and no adapter leads there"
+                f" (a route chains at most {adapters.MAX_HOPS} adapters)"
             )
         return route
     if (
@@ -100,7 +101,7 @@ def choose_route(
     raise NoCommonVersion(
         f"no registered version of {protocol!r} ({listed}) is accepted by {recipient} ({theirs})"
         + (f" and by you ({mine})" if mine else "")
-        + ", and no adapter bridges them; register_adapter can"
+        + f", and no adapter bridges them (a route chains at most {adapters.MAX_HOPS}); register_adapter can"
     )
 
 

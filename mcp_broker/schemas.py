@@ -29,7 +29,9 @@ from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
-from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge
+from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge, excerpt
+from mcp_broker.patterns import CostlyPattern, PatternCache
+from mcp_broker.schema_cost import CostlySchema, OutOfBudget, check_cost, counted, work_budget
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,10 @@ class Limits:
     max_schema_bytes: int = 65536
     max_depth: int = 64  # nesting of objects and arrays
     max_validation_errors: int = 10  # errors reported per refused payload
+    # The work one payload's validation may take: weighed keyword applications (schema_cost.counted;
+    # ~1.5 s here), and a deadline in case a machine is much slower than that.
+    max_validation_steps: int = 500_000
+    validation_seconds: float = 2.0
     regex_timeout: float = 0.1  # seconds one `pattern` search may take
     regex_budget: float = 1.0  # seconds all searches of one payload validation may take together
 
@@ -121,9 +127,11 @@ class _PatternTooSlow(Exception):
 _BUDGET: ContextVar[tuple[float, float] | None] = ContextVar("mcp_broker_regex_budget", default=None)
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> regex.Pattern[str]:
-    return regex.compile(pattern)
+class _PatternTooCostly(Exception):
+    """A pattern of a schema stored before patterns were priced is over the limits: never compiled."""
+
+
+_PATTERNS = PatternCache(max_total=100_000)
 
 
 def _search(pattern: str, text: str) -> bool:
@@ -131,7 +139,11 @@ def _search(pattern: str, text: str) -> bool:
     per_search, deadline = _BUDGET.get() or (Limits.regex_timeout, time.monotonic() + Limits.regex_budget)
     timeout = max(0.0, min(per_search, deadline - time.monotonic()))
     try:
-        return _compiled(pattern).search(text, timeout=timeout) is not None
+        compiled = _PATTERNS.get(pattern)
+    except (CostlyPattern, regex.error):
+        raise _PatternTooCostly(pattern) from None
+    try:
+        return compiled.search(text, timeout=timeout) is not None
     except TimeoutError:
         raise _PatternTooSlow(pattern) from None
 
@@ -213,8 +225,9 @@ _REPLACED: dict[Callable[..., Any], Callable[..., Any]] = {
 
 @functools.cache
 def _bounded(draft: Any) -> Any:
-    """The draft's validator class with every regex-matching or quadratic keyword bounded."""
-    replaced = {name: _REPLACED[fn] for name, fn in draft.VALIDATORS.items() if fn in _REPLACED}
+    """The draft's validator class with every regex-matching or quadratic keyword bounded, and counted."""
+    # Every keyword counts its work too, so that no payload can make one validation run for long.
+    replaced = {name: counted(_REPLACED.get(fn, fn), name) for name, fn in draft.VALIDATORS.items()}
     return validators.extend(draft, replaced)
 
 
@@ -245,7 +258,8 @@ def _draft_for(schema: dict[str, Any]) -> tuple[str, Any]:
 
 
 def _refuse(message: str, path: tuple[Any, ...]) -> InvalidSchema:
-    return InvalidSchema(f"at {json_pointer(path)}: {message}", path=json_pointer(path))
+    where = json_pointer(path)
+    return InvalidSchema(f"at {_short(where)}: {message}", path=where)
 
 
 def _check_refs_and_patterns(schema: dict[str, Any], draft: Any) -> None:
@@ -284,10 +298,14 @@ def _check_refs_and_patterns(schema: dict[str, Any], draft: Any) -> None:
             patterns += [(("patternProperties", key), key) for key in node["patternProperties"]]
         for where, patrn in patterns:
             try:
-                _compiled(patrn)
+                _PATTERNS.get(patrn)
+            except CostlyPattern as exc:
+                raise _refuse(
+                    f"pattern {excerpt(patrn)} would cost too much to compile: {exc}", (*path, *where)
+                ) from None
             except regex.error as exc:
                 raise _refuse(
-                    f"{patrn!r} is not a valid regular expression: {exc}", (*path, *where)
+                    f"{excerpt(patrn)} is not a valid regular expression: {exc}", (*path, *where)
                 ) from None
         stack.extend(
             (value, (*path, key), resolver) for key, value in node.items() if key not in _DATA_KEYWORDS
@@ -316,15 +334,24 @@ def check_schema(schema: dict[str, Any], limits: Limits) -> str:
         _check_refs_and_patterns(schema, draft)
         # A $ref cycle that consumes nothing ({"$ref": "#"}) recurses forever on any value; find it
         # now, not at every send. Cycles reached only through some payloads are caught in validate_payload.
+        try:
+            check_cost(schema, draft, limits.max_depth)
+        except CostlySchema as exc:
+            raise _refuse(str(exc), exc.path) from None
         validator = _bounded(draft)(schema, registry=_NO_FETCH)
         probes: tuple[Any, ...] = (None, {}, [])
         for probe in probes:
             try:
-                for _ in islice(validator.iter_errors(probe), 100):
-                    pass
+                with work_budget(limits.max_validation_steps, limits.validation_seconds):
+                    for _ in islice(validator.iter_errors(probe), 100):
+                        pass
             except (RecursionError, Unresolvable):
                 raise InvalidSchema(
                     "the schema refers to itself in a cycle ($ref loop) that never ends"
+                ) from None
+            except OutOfBudget:
+                raise InvalidSchema(
+                    "validating even an empty payload against the schema costs too much"
                 ) from None
     except (ValueError, OverflowError) as exc:  # e.g. an $id that is not a URI: urljoin raises
         raise InvalidSchema(
@@ -384,8 +411,26 @@ def validate_payload(validator: Validator, payload: Any, limits: Limits) -> None
     cap = max(1, limits.max_validation_errors)
     token = _BUDGET.set((limits.regex_timeout, time.monotonic() + limits.regex_budget))
     try:
-        # cap + 1 tells "more" apart without walking every error of a 256 KiB array.
-        found = list(islice(validator.iter_errors(payload), cap + 1))
+        with work_budget(limits.max_validation_steps, limits.validation_seconds):
+            # cap + 1 tells "more" apart without walking every error of a 256 KiB array.
+            found = list(islice(validator.iter_errors(payload), cap + 1))
+    except OutOfBudget as exc:
+        spent = (
+            f"{limits.max_validation_steps} steps"
+            if exc.args[0] == "steps"
+            else f"{limits.validation_seconds:g} seconds"
+        )
+        message = (
+            f"validating this payload against the schema took more than its budget ({spent}); the payload "
+            "is refused: send a smaller payload, or use a version of the protocol with a simpler schema"
+        )
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
+    except _PatternTooCostly as exc:
+        message = (
+            f"the schema's pattern {excerpt(exc.args[0])} is too costly to compile (it predates the limits on "
+            "patterns); register a new version of the protocol with a simpler pattern"
+        )
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
     except _PatternTooSlow as exc:
         message = (
             f"a value took too long to match pattern {_short(repr(exc.args[0]))}; the payload is refused"

@@ -33,6 +33,7 @@ from .sdk import ContextSendStream, context_streams, lifespan, low_level
 logger = logging.getLogger("mcp_broker.transport")
 
 _DISCARD_CHUNK = 64 * 1024
+_BAD_ID = "Invalid Request: the id must be a string or an integer"
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled loop: linear, no backtracking
 _INT = re.compile(rb"-?(?:0|[1-9][0-9]*)")
 _WS = re.compile(rb"[ \t\r\n]*")
@@ -149,9 +150,15 @@ def _next_item(stdin: BinaryIO, limit: int) -> tuple[str, SessionMessage | None]
         return "skip", None
     try:
         text = line.decode("utf-8", errors="replace")  # as lenient as the SDK's reader
-        return "message", SessionMessage(types.jsonrpc_message_adapter.validate_json(text, by_name=False))
+        message = types.jsonrpc_message_adapter.validate_json(text, by_name=False)
     except Exception as exc:
         return "reply", _reply_for_bad_line(line, exc)
+    if isinstance(message, types.JSONRPCNotification) and "id" in scan_envelope(line)[1]:
+        # A request whose id is neither a string nor an integer (1.5, true, null, {...}) parses as a
+        # notification, the id ignored: the SDK would run it and answer nothing. JSON-RPC 2.0 says answer it.
+        logger.info("refused a request whose id is not a string or an integer")
+        return "reply", _error(None, types.INVALID_REQUEST, _BAD_ID)
+    return "message", SessionMessage(message)
 
 
 @contextmanager

@@ -177,7 +177,7 @@ async def test_durability_flag_and_environment_reach_the_store(
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     settings = config.load(parser.parse_args(flags), environ=environ)
-    async with Broker.running(replace(settings, db=tmp_path / "b.db")) as broker:
+    async with Broker.running(replace(settings, store=str(tmp_path / "b.db"))) as broker:
         assert await pragma(broker, "synchronous") == expected
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any
 
 import pytest
 
 from mcp_broker.adapters import (
+    MAX_HOPS,
+    MAX_PATH_STEPS,
     MAX_STEPS,
     InvalidAdapter,
     TransformFailed,
@@ -21,6 +24,7 @@ from mcp_broker.adapters import (
     transform,
 )
 from mcp_broker.errors import BrokerError, InvalidArgument
+from mcp_broker.schemas import Limits
 from mcp_broker.versions import parse_range
 
 SPEC_STEPS: list[dict[str, Any]] = [
@@ -60,8 +64,9 @@ def test_error_codes() -> None:
     ("raw", "fragment"),
     [
         ("rename", "steps must be a list"),
-        ([{"path": "/a"}], "steps[0] has no 'op'; use one of rename"),
-        ([{"op": "remove", "path": "/a"}, {"op": "explode"}], "steps[1]: Input tag 'explode'"),
+        ([{"path": "/a"}], "steps[0].op must be one of rename, set_default, remove, map_values, wrap"),
+        ([{"op": "remove", "path": "/a"}, {"op": "explode"}], "steps[1].op must be one of rename"),
+        ([{"op": "explode"}], "; got 'explode'"),
         ([{"op": "rename", "from": "/a"}], "steps[0].to: Field required"),
         ([{"op": "set_default", "path": "/a"}], "steps[0].value: Field required"),
         ([{"op": "remove", "path": "/a", "extra": 1}], "steps[0].extra"),
@@ -80,6 +85,23 @@ def test_malformed_steps_are_refused_naming_the_step(raw: Any, fragment: str) ->
         parse_steps(raw)
     assert fragment in str(caught.value)
     assert str(caught.value).startswith("INVALID_ARGUMENT: ")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        [{"op": [{}] * 10000, "path": "/k"}],  # answered 40 KB, echoing the whole value
+        [{"op": "x" * 100_000, "path": "/k"}],
+        [{"op": "remove", "path": "/k", "z" * 10_000: 1}],
+        [{"op": "remove", "path": "x" * 100_000}],
+        [{"op": "map_values", "path": "/k", "mapping": {"a": 1}, "extra": [[[[[[[[[[1]]]]]]]]]] * 1000}],
+    ],
+)
+def test_refusals_quote_an_excerpt_not_the_whole_value(raw: Any) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_steps(raw)
+    assert len(str(caught.value)) < 300, str(caught.value)[:400]
+    assert "\n" not in str(caught.value)
 
 
 def test_step_count_is_bounded() -> None:
@@ -583,3 +605,33 @@ def test_reachable_lists_shortest_paths_including_start() -> None:
     }
     assert reachable(edges, "9.0.0") == {"9.0.0": []}
     assert reachable(iter(edges), "3.0.0") == {"3.0.0": []}  # any iterable of edges
+
+
+# --- the cost of applying a route ----------------------------------------------------------------
+
+
+def test_routes_chain_at_most_max_hops_adapters() -> None:
+    versions = [f"1.{i}.0" for i in range(MAX_HOPS + 2)]
+    edges = list(itertools.pairwise(versions))
+    assert len(find_path(edges, versions[0], only(versions[MAX_HOPS])) or []) == MAX_HOPS
+    assert find_path(edges, versions[0], only(versions[MAX_HOPS + 1])) is None
+
+
+def test_a_route_applies_a_bounded_number_of_steps() -> None:
+    steps = parse_steps([{"op": "set_default", "path": "/n", "value": 1}])
+    assert transform({}, [steps] * MAX_HOPS) == {"n": 1}
+    with pytest.raises(TransformFailed, match=f"at most {MAX_HOPS} adapters and {MAX_PATH_STEPS} steps"):
+        transform({}, [steps] * (MAX_HOPS + 1))
+
+
+def test_a_route_cannot_grow_the_payload_past_the_limits() -> None:
+    big = parse_steps([{"op": "set_default", "path": f"/k{i}", "value": "x" * 60_000} for i in range(5)])
+    with pytest.raises(
+        TransformFailed, match=r"adapter v1 -> v2: the adapted payload is \d+ bytes serialized"
+    ):
+        transform({}, [big, big], labels=["v1 -> v2", "v2 -> v3"])
+    deep = parse_steps([{"op": "rename", "from": "/a", "to": "/a" + "/b" * 63} for _ in range(MAX_STEPS)])
+    with pytest.raises(TransformFailed, match="nesting depth exceeds 64"):
+        transform({"a": 1}, [deep])
+    with pytest.raises(TransformFailed, match="nesting depth exceeds 9"):
+        transform({"a": 1}, [deep], limits=Limits(max_depth=9))

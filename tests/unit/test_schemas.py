@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
 import pytest
 
 from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge
+from mcp_broker.patterns import CostlyPattern, PatternCache, PatternLimits, pattern_size
+from mcp_broker.schema_cost import CostLimits
 from mcp_broker.schemas import (
     Limits,
     SchemaCache,
@@ -40,6 +43,12 @@ def nested(depth: int, leaf: Any = 1) -> Any:
 
 def validator_for(schema: dict[str, Any]) -> Any:
     return compile_validator(check_schema(schema, LIMITS))
+
+
+def refusal_of(validator: Any, payload: Any, limits: Limits = LIMITS) -> PayloadInvalid:
+    with pytest.raises(PayloadInvalid) as caught:
+        validate_payload(validator, payload, limits)
+    return caught.value
 
 
 def refusal(schema: dict[str, Any], payload: Any, limits: Limits = LIMITS) -> PayloadInvalid:
@@ -242,9 +251,13 @@ def test_ref_cycle_that_consumes_nothing_is_refused_at_registration() -> None:
         check_schema({"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}, LIMITS)
 
 
-def test_ref_cycle_reached_by_a_payload_is_refused_not_crashed() -> None:
-    error = refusal({"properties": {"a": {"$ref": "#/properties/a"}}}, {"a": 1})
-    assert "recursed" in error.message
+def test_ref_cycle_reached_only_by_some_payloads_is_refused_at_registration() -> None:
+    schema = {"properties": {"a": {"$ref": "#/properties/a"}}}
+    with pytest.raises(InvalidSchema, match="cycle") as caught:
+        check_schema(schema, LIMITS)
+    assert caught.value.details["path"] == "/properties/a"
+    # Stored before cycles were found statically: the payload is refused, the process not crashed.
+    assert "recursed" in refusal_of(compile_validator(json.dumps(schema)), {"a": 1}).message
 
 
 def test_recursive_schema_validates_nested_payloads() -> None:
@@ -401,6 +414,216 @@ def test_validator_used_directly_is_bounded_too() -> None:
         validator.is_valid(SLOW_TEXT)
 
 
+# --- the cost of validating against a schema --------------------------------------------------
+
+
+def doubling(levels: int, leaf: Any = None) -> dict[str, Any]:
+    """Each level applies the next one twice: the validator does 2**levels times the work."""
+    defs: dict[str, Any] = {
+        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(levels)
+    }
+    defs[f"d{levels}"] = leaf if leaf is not None else {"type": "integer"}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+@pytest.mark.parametrize("levels", [8, 12, 30])  # 16 levels took 2.8 s per payload, 30 froze the process
+def test_a_schema_whose_validation_cost_explodes_is_refused_saying_why(levels: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(InvalidSchema) as caught:
+        check_schema(doubling(levels), LIMITS)
+    assert time.monotonic() - started < 1.0
+    assert "can apply more than 1000 subschemas" in caught.value.message
+
+
+def test_the_worst_accepted_doubling_schema_validates_quickly() -> None:
+    validator = validator_for(doubling(7))
+    started = time.monotonic()
+    validate_payload(validator, 1, LIMITS)
+    refusal_of(validator, "x")
+    assert time.monotonic() - started < 0.25
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"items": {"$ref": "#"}, "contains": {"$ref": "#"}},  # doubles at each level of nesting
+        {"properties": {"a": {"$ref": "#"}}, "patternProperties": {"^a": {"$ref": "#"}}},
+        {"anyOf": [{"$ref": "#/$defs/u"}] * 3, "$defs": {"u": {"items": {"$ref": "#"}}}},  # triples
+    ],
+    ids=["items+contains", "properties+patternProperties", "anyOf-fan-out"],
+)
+def test_cost_that_explodes_with_payload_nesting_is_refused(schema: Any) -> None:
+    with pytest.raises(InvalidSchema, match="can apply more than 1000 subschemas"):
+        check_schema(schema, LIMITS)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"l": {"$ref": "#"}, "r": {"$ref": "#"}, "v": {"type": "integer"}}},
+        {"anyOf": [{"type": "string"}, {"type": "array", "items": {"$ref": "#"}}]},
+        {"$defs": {"n": {"properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"},
+        {
+            "$defs": {
+                f"v{i}": {"properties": {"kind": {"const": i}}, "required": ["kind"]} for i in range(50)
+            },
+            "oneOf": [{"$ref": f"#/$defs/v{i}"} for i in range(50)],
+        },
+        {"$dynamicAnchor": "node", "properties": {"kids": {"items": {"$dynamicRef": "#node"}}}},
+        {"$schema": DRAFT_2019, "$recursiveAnchor": True, "items": {"$recursiveRef": "#"}},
+    ],
+    ids=["binary-tree", "nested-lists", "linked-list", "tagged-union", "dynamic-ref", "recursive-ref"],
+)
+def test_ordinary_recursive_and_union_schemas_are_accepted(schema: Any) -> None:
+    check_schema(schema, LIMITS)
+
+
+def test_shape_limits_of_a_schema() -> None:
+    assert CostLimits() == CostLimits(
+        max_subschemas=4096, max_refs=1000, max_ref_chain=32, max_enum=1000, max_visits=1000
+    )
+    with pytest.raises(InvalidSchema, match="more than 4096 subschemas"):
+        check_schema({"anyOf": [{} for _ in range(4100)]}, LIMITS)
+    with pytest.raises(InvalidSchema, match="more than 1000 references"):
+        check_schema(
+            {"$defs": {"a": {}}, "properties": {f"p{i}": {"$ref": "#/$defs/a"} for i in range(1001)}}, LIMITS
+        )
+    chain = {f"c{i}": {"$ref": f"#/$defs/c{i + 1}"} for i in range(40)}
+    with pytest.raises(InvalidSchema, match="chain of 33 \\$refs"):
+        check_schema({"$defs": {**chain, "c40": {}}, "$ref": "#/$defs/c0"}, LIMITS)
+    with pytest.raises(InvalidSchema, match="enum has 1001 values; at most 1000") as caught:
+        check_schema({"properties": {"e": {"enum": list(range(1001))}}}, LIMITS)
+    assert caught.value.details["path"] == "/properties/e/enum"
+    check_schema({"enum": list(range(1000))}, LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("schema", "payload"),
+    [
+        ({"$defs": doubling(7)["$defs"], "items": {"$ref": "#/$defs/d0"}}, [1] * 1000),
+        ({"items": {"enum": list(range(1000))}}, [999] * 20_000),
+        (
+            {"items": {"patternProperties": {f"^{i}": {} for i in range(200)}}},
+            [{str(i): 0 for i in range(50)}] * 500,
+        ),
+    ],
+    ids=["doubling-per-element", "enum-per-element", "patterns-per-key"],
+)
+def test_validation_work_is_bounded_per_payload(schema: Any, payload: Any) -> None:
+    validator = validator_for(schema)
+    started = time.monotonic()
+    error = refusal_of(validator, payload)
+    assert time.monotonic() - started < 2.5
+    # Many patterns may spend the time budget of regex searches first: either way the payload is refused.
+    assert error.message.startswith(("validating this payload against the schema took more", "a value took"))
+    assert error.details["errors"][0]["path"] == "/"
+
+
+def test_the_work_budget_is_configurable_in_steps_and_seconds() -> None:
+    validator = validator_for({"items": {"type": "integer"}})
+    validate_payload(validator, [1] * 40, Limits(max_validation_steps=100))
+    assert "(100 steps)" in refusal_of(validator, [1] * 60, Limits(max_validation_steps=100)).message
+    slow = refusal_of(validator, [1] * 5000, Limits(validation_seconds=0.0))
+    assert "(0 seconds)" in slow.message
+
+
+def test_a_budget_refusal_inside_not_is_no_acceptance() -> None:
+    validator = validator_for({"not": {"items": {"type": "integer"}}})
+    assert "budget" in refusal_of(validator, [1] * 60, Limits(max_validation_steps=100)).message
+
+
+# --- regular expressions priced before compiling ----------------------------------------------
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+BOMBS = ["a{3000000}", "(?:a{60000}){60000}", "((a{100}){100}){100}", "(?:abc|def){10000}", "x" * 1001]
+
+
+@pytest.mark.parametrize("bomb", BOMBS, ids=["one-count", "nested", "product", "expanded", "length"])
+@pytest.mark.parametrize(
+    ("where", "path"),
+    [
+        (lambda p: {"type": "string", "pattern": p}, "/pattern"),
+        (lambda p: {"patternProperties": {p: {}}}, "/patternProperties/"),
+        (lambda p: {"propertyNames": {"pattern": p}}, "/propertyNames/pattern"),
+        (lambda p: {"$defs": {"d": {"items": {"pattern": p}}}}, "/$defs/d/items/pattern"),
+        (lambda p: {"$schema": DRAFT_7, "definitions": {"d": {"pattern": p}}}, "/definitions/d/pattern"),
+    ],
+    ids=["pattern", "patternProperties", "propertyNames", "defs", "draft7"],
+)
+def test_costly_patterns_are_refused_before_compiling(bomb: str, where: Any, path: str) -> None:
+    before = _rss_kb()
+    started = time.monotonic()
+    with pytest.raises(InvalidSchema) as caught:
+        check_schema(where(bomb), LIMITS)
+    assert time.monotonic() - started < 0.5
+    assert _rss_kb() - before < 20_000  # kB: a{3000000} grew the process by 745 MB
+    assert caught.value.details["path"].startswith(path)
+    assert "would cost too much to compile" in caught.value.message
+    assert len(str(caught.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("pattern", "accepted"),
+    [
+        ("a{10000}", True),
+        ("a{10001}", False),
+        ("(?:a{100}){100}", True),
+        ("(?:a{100}){101}", False),
+        (".{0,10000}", True),
+        ("a{,10001}", False),
+        ("x" * 1000, True),
+        ("x" * 1001, False),
+        ("^[a-z0-9-]{1,63}(?:\\.[a-z0-9-]{1,63}){0,126}$", True),
+        ("a{10000}b{10000}c", False),
+    ],
+)
+def test_pattern_limits_are_exact(pattern: str, accepted: bool) -> None:
+    schema = {"type": "string", "pattern": pattern}
+    if accepted:
+        check_schema(schema, LIMITS)
+    else:
+        with pytest.raises(InvalidSchema, match="would cost too much to compile"):
+            check_schema(schema, LIMITS)
+
+
+def test_pattern_limits_and_sizes() -> None:
+    assert PatternLimits() == PatternLimits(max_chars=1000, max_repeat=10_000, max_size=20_000)
+    assert pattern_size("^\\d{4}-\\d{2}$") == 9
+    with pytest.raises(CostlyPattern, match="nests groups too deeply"):
+        pattern_size("(" * 499 + "a" + ")" * 499)
+
+
+def test_a_costly_pattern_in_a_stored_schema_refuses_the_payload_and_is_never_compiled() -> None:
+    # Registered before patterns were priced: it must not take the memory at its first send either.
+    validator = compile_validator(json.dumps({"type": "string", "pattern": "(?:a{60000}){60000}"}))
+    before = _rss_kb()
+    error = refusal_of(validator, "aaa")
+    assert "too costly to compile" in error.message
+    assert _rss_kb() - before < 20_000
+
+
+def test_a_format_is_never_compiled_as_a_regex() -> None:
+    # format is an annotation here, so format "regex" does not compile the value it describes.
+    validator = validator_for({"type": "string", "format": "regex"})
+    started = time.monotonic()
+    validate_payload(validator, "(?:a{60000}){60000}", LIMITS)
+    assert time.monotonic() - started < 0.5
+
+
+def test_the_compiled_pattern_cache_is_bounded_by_size() -> None:
+    cache = PatternCache(max_total=25_000)
+    for count in range(9_990, 10_000):
+        cache.get(f"a{{{count}}}")
+    assert cache.total <= 25_000 and len(cache) == 2
+    assert cache.get("a{9999}").fullmatch("a" * 9999)
+
+
 # --- cache -------------------------------------------------------------------------------------
 
 
@@ -438,6 +661,8 @@ def test_limits_defaults() -> None:
         max_schema_bytes=65536,
         max_depth=64,
         max_validation_errors=10,
+        max_validation_steps=500_000,
+        validation_seconds=2.0,
         regex_timeout=0.1,
         regex_budget=1.0,
     )

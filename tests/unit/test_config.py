@@ -16,7 +16,7 @@ from mcp_broker.config import FIELDS, Settings, add_arguments, default_db_path, 
 
 # One valid, non-default raw value per setting, and what it becomes.
 SAMPLES: dict[str, tuple[str, Any]] = {
-    "db": ("/tmp/elsewhere/broker.db", Path("/tmp/elsewhere/broker.db")),
+    "store": ("/tmp/elsewhere/broker.db", "/tmp/elsewhere/broker.db"),
     "durability": ("full", "full"),
     "stale_after": ("12.5", 12.5),
     "expire_after": ("90", 90.0),
@@ -51,7 +51,7 @@ def test_every_setting_has_a_field_a_flag_and_a_sample() -> None:
     helps = {a.dest: a for a in parser._actions if a.dest in FIELDS}
     for field in FIELDS:
         action = helps[field]
-        assert action.option_strings == [flag(field)]
+        assert action.option_strings == [flag(field)] + (["--db"] if field == "store" else [])
         assert action.default is None
         assert env_name(field) in (action.help or "")
 
@@ -64,8 +64,8 @@ def test_env_names() -> None:
 def test_defaults() -> None:
     settings = parse([])
     assert settings == Settings()
-    assert settings.db == default_db_path()
-    assert settings.db.name == "broker.db" and "mcp-broker" in settings.db.parts
+    assert settings.store == f"sqlite://{default_db_path()}"
+    assert default_db_path().name == "broker.db" and "mcp-broker" in default_db_path().parts
     assert (settings.durability, settings.stale_after, settings.expire_after) == ("normal", 30.0, 600.0)
     assert (settings.max_attempts, settings.max_inbox) == (5, 1000)
     assert (settings.max_payload_bytes, settings.max_schema_bytes, settings.max_depth) == (
@@ -120,11 +120,22 @@ def test_unrelated_environment_is_ignored() -> None:
     assert load(None, environ={"BROKER_DB": "/x", "MCP_BROKER": "y", "mcp_broker_db": "/z"}) == Settings()
 
 
-def test_db_path_expands_the_home_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_store_path_expands_the_home_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert parse(["--db", "~/agents/broker.db"]).db == tmp_path / "agents" / "broker.db"
-    assert load(None, environ={"MCP_BROKER_DB": "~/b.db"}).db == tmp_path / "b.db"
-    assert isinstance(parse(["--db", "rel/b.db"]).db, Path)
+    assert parse(["--db", "~/agents/broker.db"]).store == str(tmp_path / "agents" / "broker.db")
+    assert load(None, environ={"MCP_BROKER_DB": "~/b.db"}).store == str(tmp_path / "b.db")
+    assert parse(["--store", "sqlite:///abs/b.db"]).store == "sqlite:///abs/b.db"  # URLs pass unchanged
+
+
+def test_db_is_an_alias_of_store() -> None:
+    assert parse(["--db", "/x/a.db"]) == parse(["--store", "/x/a.db"])
+    assert load(None, environ={"MCP_BROKER_DB": "/x/a.db"}).store == "/x/a.db"
+    both = {"MCP_BROKER_DB": "/x/old.db", "MCP_BROKER_STORE": "/x/new.db"}
+    assert load(None, environ=both).store == "/x/new.db"  # the newer name wins
+
+
+def test_a_path_object_is_kept_as_text() -> None:
+    assert Settings(store=Path("/x/a.db")).store == "/x/a.db"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

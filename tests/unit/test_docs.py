@@ -17,7 +17,7 @@ from mcp_broker.domain import Broker
 from mcp_broker.errors import BrokerError
 from mcp_broker.mcp import build_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 CI_RUN = (ROOT / ".ci" / "run").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()
@@ -95,17 +95,20 @@ def test_every_error_code_is_in_the_errors_table() -> None:
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    rows = {row[1]: row for row in table_rows(section("Configuration"))}
+    def first_code(cell: str) -> str:  # "`--store` (alias `--db`)" -> "`--store`"
+        return cell.split(" ", 1)[0]
+
+    rows = {first_code(row[1]): row for row in table_rows(section("Configuration"))}
     defaults = Settings()
     for field in config.FIELDS:
         env = f"`{config.env_name(field)}`"
         assert env in rows, f"{env} is not in the README's Configuration table"
         flag, _, default, meaning = rows[env]
-        assert flag == f"`--{field.replace('_', '-')}`", (
+        assert first_code(flag) == f"`--{field.replace('_', '-')}`", (
             f"{env}: the flag should be --{field.replace('_', '-')}"
         )
         assert meaning, f"{env} needs a meaning"
-        if field not in ("db", "host_id"):  # the per-user default and the hostname depend on the machine
+        if field not in ("store", "host_id"):  # the per-user default and the hostname depend on the machine
             value = getattr(defaults, field)
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             assert f"`{shown}`" in default, f"{env}: README says the default is {default}, the code {shown}"

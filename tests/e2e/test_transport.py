@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import broker_env
 
 from mcp_broker.mcp.transport import scan_envelope
 
@@ -67,13 +68,15 @@ anyio.run(partial(serve_stdio, mcp, max_line_bytes={MAX_LINE}))
 class Server:
     """A spawned server speaking raw JSON-RPC lines; every read has a timeout."""
 
-    def __init__(self, script: Path) -> None:
+    def __init__(self, script: Path | None, env: dict[str, str] | None = None) -> None:
+        # Show leaked-resource warnings, so the EOF test can assert there are none.
+        args = [str(script)] if script is not None else ["-m", "mcp_broker"]
         self.proc = subprocess.Popen(
-            # Show leaked-resource warnings, so the EOF test can assert there are none.
-            [sys.executable, "-W", "always::ResourceWarning", str(script)],
+            [sys.executable, "-W", "always::ResourceWarning", *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            env=env,
         )
         self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
         self.stdout_lines: list[bytes] = []
@@ -270,6 +273,46 @@ def test_client_gone_from_stdout_ends_server_cleanly(tmp_path: Path) -> None:
     stderr = err_path.read_text(errors="replace")
     assert code == 0, stderr
     assert "LIFESPAN-DOWN" in stderr
+
+
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real ``python -m mcp_broker`` process, initialized, spoken to in raw JSON-RPC lines."""
+    srv = Server(None, env=broker_env(tmp_path / "broker.db"))
+    try:
+        srv.initialize()
+        yield srv
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            srv.close()
+
+
+ODD_IDS = ["1.5", "7.0", "1e3", "-0.0", "true", "false", '{"a":1}', "[1]", "[]", "null"]
+
+
+@pytest.mark.e2e
+def test_a_request_with_an_id_neither_string_nor_integer_gets_exactly_one_invalid_request(
+    broker: Server,
+) -> None:
+    for raw_id in ODD_IDS:
+        # connect would bind a session if it ran: it must not, since its answer could not be addressed.
+        broker.send_raw(
+            b'{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"connect",'
+            b'"arguments":{"name":"ghost","protocols":[]}}}' % raw_id.encode()
+        )
+        _assert_error(broker.recv(), None, -32600)
+        broker.send_raw(b'{"jsonrpc":"2.0","id":%s,"method":"ping"}' % raw_id.encode())
+        _assert_error(broker.recv(), None, -32600)
+    broker.send_raw(b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]')  # a batch: MCP has none since 2025-06
+    _assert_error(broker.recv(), None, -32600)
+    broker.send({"jsonrpc": "2.0", "method": "notifications/initialized"})  # no id: no answer
+    response = broker.request("tools/call", {"name": "list_sessions", "arguments": {}})
+    assert response["result"]["isError"], response  # no session: the odd-id connect never ran
+    assert response["result"]["content"][0]["text"].startswith("NOT_CONNECTED"), response
+    assert broker.request("ping")["result"] == {}
+    assert broker.messages.empty()  # exactly one answer each: nothing else arrived
+    assert broker.close() == 0
+    assert "Traceback" not in broker.stderr, broker.stderr[-4000:]
 
 
 @pytest.mark.parametrize(

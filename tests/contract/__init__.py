@@ -1,0 +1,6 @@
+"""Contract tier: the store contract every backend passes (``store_contract.StoreContract``)."""
+
+import pytest
+
+# The suite's asserts live outside a test_ module; have pytest explain their failures all the same.
+pytest.register_assert_rewrite("contract.store_contract")
