@@ -17,25 +17,25 @@ for _, mid in ipairs(redis.call('ZRANGEBYSCORE', later, '-inf', now)) do
   redis.call('ZADD', ready, redis.call('HGET', dkey(r, mid), 'rank'), mid)
 end
 for _, mid in ipairs(redis.call('ZRANGEBYSCORE', tries, max_attempts, '+inf')) do
-  if redis.call('ZSCORE', ready, mid) then
+  if redis.call('ZSCORE', ready, mid)
+      and tonumber(redis.call('HGET', dkey(r, mid), 'visible_at')) <= tonumber(now) then
     kill(r, mid, 'max_attempts', now)
   end
 end
+-- Ready ones in rank order; one stored "in the future" by a caller whose clock runs ahead of this
+-- one's is not visible yet.
 local picked = {}
-if protocol == '' then
-  picked = redis.call('ZRANGE', ready, 0, limit - 1)
-else
-  local start = 0
-  while #picked < limit do
-    local page = redis.call('ZRANGE', ready, start, start + 99)
-    if #page == 0 then break end
-    for _, mid in ipairs(page) do
-      if #picked < limit and redis.call('HGET', dkey(r, mid), 'protocol') == protocol then
-        picked[#picked + 1] = mid
-      end
+local start = 0
+while #picked < limit do
+  local page = redis.call('ZRANGE', ready, start, start + 99)
+  if #page == 0 then break end
+  for _, mid in ipairs(page) do
+    local d = redis.call('HMGET', dkey(r, mid), 'protocol', 'visible_at')
+    if #picked < limit and (protocol == '' or d[1] == protocol) and tonumber(d[2]) <= tonumber(now) then
+      picked[#picked + 1] = mid
     end
-    start = start + 100
   end
+  start = start + 100
 end
 local rows = {}
 for _, mid in ipairs(picked) do
