@@ -103,7 +103,7 @@ async def brokers(settings: Settings, clock: Clock) -> AsyncIterator[BrokerFacto
         yield open_broker
 
 
-def broker_env(db: Path, **settings: Any) -> dict[str, str]:
+def broker_env(db: Path | str, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")}
     env["MCP_BROKER_STORE"] = str(db)
     env["MCP_BROKER_LOG_LEVEL"] = "WARNING"
@@ -113,8 +113,8 @@ def broker_env(db: Path, **settings: Any) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def broker_process(db: Path, mode: str = "legacy", **settings: Any) -> AsyncIterator[Client[Any]]:
-    """A real ``python -m mcp_broker`` process over stdio, as an MCP host spawns it."""
+async def broker_process(db: Path | str, mode: str = "legacy", **settings: Any) -> AsyncIterator[Client[Any]]:
+    """A real ``python -m mcp_broker`` process over stdio, as an MCP host spawns it; ``db`` may be any store URL."""
     transport = StdioTransport(
         command=sys.executable, args=["-m", "mcp_broker"], env=broker_env(db, **settings), keep_alive=False
     )
