@@ -29,6 +29,7 @@ from ..models import (
     iso,
 )
 from ..store.contract import AdapterRow, Added, ProtocolRow, SessionRow, SnapshotQuery, Store, Target
+from ..text import check_display_text
 from .binding import Binding
 from .checks import MAX_PAGE, check_range, check_short_texts, decode_cursor, encode_cursor
 from .failures import maps_store_errors
@@ -90,6 +91,10 @@ class Catalog:
                 f"metadata: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}"
             ) from None
         meta = meta.model_copy(update={"tags": check_short_texts(meta.tags, "tags")})
+        if meta.description is not None:
+            check_display_text(meta.description, "metadata.description", 2000, multiline=True)
+        if meta.owner is not None:
+            check_display_text(meta.owner, "metadata.owner", 200)
         meta_json = meta.model_dump(exclude_none=True)
         cap_names = [c.value for c in caps]
         fingerprint = _fingerprint([schema_text, cap_names, meta_json, response_text])

@@ -12,8 +12,9 @@ import json
 import re
 from collections.abc import Sequence
 
-from ..errors import InvalidArgument, InvalidCursor
+from ..errors import InvalidArgument, InvalidCursor, excerpt
 from ..models import Priority
+from ..text import check_display_text
 
 SESSION_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 SESSION_NAME_RE = re.compile(SESSION_NAME_PATTERN)
@@ -67,8 +68,9 @@ def check_short_texts(values: Sequence[str], what: str, limit: int = MAX_SHORT_T
     for value in values:
         if not isinstance(value, str) or not SHORT_TEXT_RE.fullmatch(value):
             raise InvalidArgument(
-                f"{what} must be 1-64 printable characters each; {str(value)[:40]!r} is not"
+                f"{what} must be 1-64 printable characters each; {excerpt(value, 40)} is not"
             )
+        check_display_text(value, what, 64)  # other agents and people read these: no hidden characters
     return list(dict.fromkeys(values))
 
 

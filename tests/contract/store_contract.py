@@ -35,6 +35,7 @@ from mcp_broker.store.contract import (
     SnapshotQuery,
     Store,
     Target,
+    Unavailable,
 )
 
 StoreFactory = Callable[[], Awaitable[Store]]
@@ -603,7 +604,8 @@ class StoreContract:
         assert (letter.message_id, letter.state, letter.reason) == (m.id, "dead_lettered", "max_attempts")
         assert letter.reason == DeadReason.max_attempts and letter.attempts == 2
         assert await store.ack(bob.id, [m.id], T0 + 81) == {m.id: AckState.dead_lettered}
-        assert (await store.find_session("bob", is_id=False, now=T0 + 81)).queue_depth == 0  # type: ignore[union-attr]
+        after = await store.find_session("bob", is_id=False, now=T0 + 81)
+        assert after is not None and after.queue_depth == 0
 
     async def test_an_expired_delivery_is_dead_lettered_not_handed_out(
         self, store: Store, alice: SessionRow, bob: SessionRow
@@ -945,6 +947,16 @@ class StoreContract:
         (row,) = await lease(other, bob, now=T0 + 1)
         assert row.message_id == m.id
         assert await store.ack(bob.id, [m.id], T0 + 2) == {m.id: AckState.acked}
+
+    async def test_a_closed_store_is_unavailable(self, store: Store, store_factory: StoreFactory) -> None:
+        assert store.url  # where it is, for people
+        other = await store_factory()
+        await other.close()  # and once more when the test ends: closing twice is harmless
+        with pytest.raises(Unavailable):
+            await other.get_protocol("chat", "1.0.0")
+        with pytest.raises(Unavailable):
+            await other.enqueue(message("x"), [Target("y")], max_inbox=10, refuse_full=True)
+        assert await store.list_protocols() == []  # the others are not affected
 
     async def test_two_stores_claiming_one_free_name_one_wins(
         self, store: Store, store_factory: StoreFactory

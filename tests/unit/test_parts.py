@@ -245,3 +245,19 @@ async def test_a_waiting_receive_stops_when_its_session_is_unbound(
             tg.start_soon(wait)
             await anyio.sleep(0.05)
             await a.sessions.disconnect()
+
+
+@pytest.mark.parametrize("sneaky", ["ci\u202e", "re\u200bview", "tab\there"])
+async def test_text_other_agents_read_refuses_hidden_characters(
+    store: SqliteStore, clock: FakeClock, sneaky: str
+) -> None:
+    a = Agent(store, clock)
+    with pytest.raises(InvalidArgument):
+        await a.sessions.connect("alice", SPEAKS, features=[sneaky])
+    with pytest.raises(InvalidArgument):
+        await a.catalog.register_protocol("chat", "1.0.0", CHAT, ["point_to_point"], {"tags": [sneaky]})
+    with pytest.raises(InvalidArgument, match=r"metadata\.description"):
+        await a.catalog.register_protocol(
+            "chat", "1.0.0", CHAT, ["point_to_point"], {"description": f"plain {sneaky} text"}
+        )
+    assert not await store.list_protocols("chat")  # nothing was stored

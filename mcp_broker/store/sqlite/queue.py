@@ -138,13 +138,13 @@ class Queue(StoreBase):
         )
 
     @staticmethod
-    def _has_ready(db: sqlite3.Connection, recipient_id: str, now: float, protocol: str | None) -> bool:
-        sql = "SELECT 1 FROM deliveries WHERE recipient_id = ? AND state IN ('queued', 'leased') AND visible_at <= ?"
-        args: list[Any] = [recipient_id, now]
-        if protocol is not None:
-            sql += " AND protocol = ?"
-            args.append(protocol)
-        return db.execute(sql + " LIMIT 1", args).fetchone() is not None
+    def _has_work(db: sqlite3.Connection, recipient_id: str, now: float, protocol: str | None) -> bool:
+        """Whether a lease would change anything: a ready delivery, or an expired one to dead-letter
+        (even under a lease). Expiry is checked across protocols, as the lease dead-letters it so."""
+        ready = "visible_at <= :now" + (" AND protocol = :protocol" if protocol is not None else "")
+        sql = f"""SELECT 1 FROM deliveries WHERE recipient_id = :r AND state IN ('queued', 'leased')
+                  AND (({ready}) OR expires_at <= :now) LIMIT 1"""
+        return db.execute(sql, {"r": recipient_id, "now": now, "protocol": protocol}).fetchone() is not None
 
     async def lease(
         self,
@@ -202,7 +202,7 @@ class Queue(StoreBase):
         def check_then_lease(patient: bool) -> list[InboxRow]:
             # A read first, in the same job: an empty inbox (the common case for a long-poll)
             # never takes the write lock.
-            if not self._retrying(self._has_ready, recipient_id, now, protocol, write=False, patient=patient):
+            if not self._retrying(self._has_work, recipient_id, now, protocol, write=False, patient=patient):
                 return []
             return self._retrying(run, write=True, patient=patient)
 

@@ -1,0 +1,80 @@
+"""``BellNotifier``: wake-ups between broker processes on one machine, one doorbell per bound session.
+
+Two notifiers on one database path stand for two broker processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_broker.store.sqlite.notifier import BellNotifier
+
+pytestmark = pytest.mark.anyio
+
+QUIET = 0.2  # how long a wake-up that should not come is given to come anyway
+
+
+@pytest.fixture
+async def pair(db_path: Path) -> AsyncIterator[tuple[BellNotifier, BellNotifier]]:
+    """A listening notifier (the receiver's process) and another one to ring it from."""
+    receiver, sender = BellNotifier(db_path), BellNotifier(db_path)
+    await receiver.open()
+    await sender.open()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(receiver.listen)
+            yield receiver, sender
+            tg.cancel_scope.cancel()
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def woken(notifier: BellNotifier, ring: BellNotifier, session_ids: list[str], within: float) -> bool:
+    """Whether ``ring.notify(session_ids)`` wakes a ticket of ``notifier`` taken before it, in time."""
+    ticket = notifier.ticket()
+    ring.notify(session_ids)
+    with anyio.move_on_after(within):
+        await ticket.wait()
+        return True
+    return False
+
+
+async def test_a_notify_wakes_the_process_holding_the_session(
+    pair: tuple[BellNotifier, BellNotifier],
+) -> None:
+    receiver, sender = pair
+    await receiver.bind("S")
+    assert await woken(receiver, sender, ["S"], within=1)
+    assert await woken(receiver, sender, ["other", "S"], within=1)  # among others, and again
+
+
+async def test_rebinding_moves_the_bell(pair: tuple[BellNotifier, BellNotifier]) -> None:
+    receiver, sender = pair
+    await receiver.bind("S")
+    await receiver.bind("T")
+    assert not await woken(receiver, sender, ["S"], within=QUIET)
+    assert await woken(receiver, sender, ["T"], within=1)
+    await receiver.bind(None)
+    assert not await woken(receiver, sender, ["T"], within=QUIET)
+
+
+async def test_a_notify_to_a_session_no_one_holds_does_nothing(
+    pair: tuple[BellNotifier, BellNotifier],
+) -> None:
+    receiver, sender = pair
+    await receiver.bind("S")
+    assert not await woken(receiver, sender, ["nobody", "nobody-else"], within=QUIET)  # and did not fail
+    assert await woken(receiver, sender, ["S"], within=1)  # nor break the ringer
+
+
+async def test_a_notify_to_the_own_session_wakes_this_process(
+    pair: tuple[BellNotifier, BellNotifier],
+) -> None:
+    receiver, _ = pair
+    await receiver.bind("S")
+    assert await woken(receiver, receiver, ["S"], within=1)
