@@ -44,6 +44,7 @@ class Settings:
     max_depth: int = 64
     retention_days: float = 7.0
     lock_timeout: float = 10.0
+    host_id: str = ""  # empty: the machine's hostname
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -65,6 +66,11 @@ FIELDS: dict[str, tuple[type, str]] = {
     "max_depth": (int, "deepest JSON nesting accepted in payloads and schemas"),
     "retention_days": (float, "days to keep acked messages and long-disconnected sessions"),
     "lock_timeout": (float, "SQLite: seconds a call waits for a database locked by others before STORE_BUSY"),
+    "host_id": (
+        str,
+        "this machine's name in session records (default: the hostname); process checks apply only "
+        "to sessions with the same host_id, heartbeats decide for the others",
+    ),
     "log_level": (str, "stderr log level: DEBUG, INFO, WARNING, ERROR"),
 }
 

@@ -59,6 +59,11 @@ class Identity:
     start: str | None
 
     @classmethod
-    def current(cls) -> Identity:
+    def current(cls, host: str | None = None) -> Identity:
+        """This process; ``host`` (the ``host_id`` setting) names the machine, else its hostname.
+
+        Two processes with different hosts never check each other's pid, so tests can run two
+        "machines" on one.
+        """
         pid = os.getpid()
-        return cls(host=socket.gethostname(), pid=pid, start=process_start(pid))
+        return cls(host=host or socket.gethostname(), pid=pid, start=process_start(pid))

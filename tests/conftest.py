@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -52,9 +52,21 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "broker.db"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine",
+        choices=("sqlite", "redis"),
+        default="sqlite",
+        help="the store the `settings` fixture (and so `brokers`) uses; redis starts a redis-server",
+    )
+
+
 @pytest.fixture
-def settings(db_path: Path) -> Settings:
-    return Settings(store=str(db_path), heartbeat_interval=0.5)
+def settings(db_path: Path, request: pytest.FixtureRequest) -> Settings:
+    store = str(db_path)
+    if request.config.getoption("--engine") == "redis":
+        store = request.getfixturevalue("redis_url")
+    return Settings(store=store, heartbeat_interval=0.5)
 
 
 class Clock:
@@ -91,7 +103,7 @@ async def brokers(settings: Settings, clock: Clock) -> AsyncIterator[BrokerFacto
         yield open_broker
 
 
-def broker_env(db: Path, **settings: Any) -> dict[str, str]:
+def broker_env(db: Path | str, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")}
     env["MCP_BROKER_STORE"] = str(db)
     env["MCP_BROKER_LOG_LEVEL"] = "WARNING"
@@ -101,8 +113,8 @@ def broker_env(db: Path, **settings: Any) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def broker_process(db: Path, mode: str = "legacy", **settings: Any) -> AsyncIterator[Client[Any]]:
-    """A real ``python -m mcp_broker`` process over stdio, as an MCP host spawns it."""
+async def broker_process(db: Path | str, mode: str = "legacy", **settings: Any) -> AsyncIterator[Client[Any]]:
+    """A real ``python -m mcp_broker`` process over stdio, as an MCP host spawns it; ``db`` may be any store URL."""
     transport = StdioTransport(
         command=sys.executable, args=["-m", "mcp_broker"], env=broker_env(db, **settings), keep_alive=False
     )
@@ -163,3 +175,27 @@ async def started(spawn: Spawn, count: int, kind: type[P] = Proc, **settings: An
             async with anyio.create_task_group() as tg:
                 for proc in procs:
                     tg.start_soon(proc.close)
+
+
+# --- Redis: a real redis-server started by the tests (see redis_server.py) ------------------------
+
+_namespaces = iter(range(1, 1 << 30))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One redis-server for the whole run; tests keep apart by namespace (``redis_url``)."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """A store URL on the shared redis-server, in a namespace of this test's own."""
+    return str(redis_server.url(namespace=f"t{next(_namespaces)}"))

@@ -49,7 +49,7 @@ class Broker:
         self.notifier = notifier
         self.settings = settings
         self.clock = clock
-        self.identity = identity or procs.Identity.current()
+        self.identity = identity or procs.Identity.current(settings.host_id or None)
         self.owner = uuid.uuid4().hex  # this broker instance, as recorded on the session it holds
         limits = schemas.Limits(
             max_payload_bytes=settings.max_payload_bytes,

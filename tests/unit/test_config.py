@@ -28,6 +28,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "max_depth": ("16", 16),
     "retention_days": ("0.5", 0.5),
     "lock_timeout": ("2.5", 2.5),
+    "host_id": ("machine-b", "machine-b"),
     "log_level": ("debug", "DEBUG"),
 }
 
@@ -222,3 +223,10 @@ def test_bad_configuration_exits_2_with_a_message_and_nothing_on_stdout(tmp_path
     assert done.stdout == b""
     assert b"max_inbox must be positive" in done.stderr
     assert not (tmp_path / "b.db").exists()
+
+
+def test_host_id_names_the_machine_of_this_process() -> None:
+    from mcp_broker import procs
+
+    assert procs.Identity.current("machine-b").host == "machine-b"
+    assert procs.Identity.current(None).host == procs.Identity.current().host != ""

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from .. import cursors
 from ..contract import (
     IDEMPOTENCY_WINDOW,
     AckState,
@@ -25,7 +26,7 @@ from ..contract import (
 )
 from .base import DEPTH_SQL, MESSAGE_COLUMNS, WAITING, StoreBase
 from .rows import inbox_row, status_row
-from .traffic import decode, encode, record
+from .traffic import record
 
 DEPTH_OF = f"SELECT count(*) FROM deliveries WHERE recipient_id = :r AND {WAITING}"
 
@@ -326,7 +327,7 @@ class Queue(StoreBase):
 
     async def dead_letters(self, recipient_id: str, *, limit: int, cursor: str | None) -> DeadLetterPage:
         """This recipient's dead letters, newest first; the cursor is the last row's ``seq``."""
-        before = decode(cursor, "dl") if cursor is not None else 2**62
+        before = cursors.decode("dl", cursor, 2**62) if cursor is not None else 2**62
 
         def run(db: sqlite3.Connection) -> DeadLetterPage:
             rows = db.execute(
@@ -339,7 +340,7 @@ class Queue(StoreBase):
             page = rows[:limit]
             more = len(rows) > limit
             return DeadLetterPage(
-                [inbox_row(r) for r in page], encode(page[-1]["seq"], "dl") if more else None
+                [inbox_row(r) for r in page], cursors.encode("dl", page[-1]["seq"]) if more else None
             )
 
         return await self._tx(run, write=False)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 from collections.abc import Iterable, Sequence
 
+from .. import cursors
 from ..contract import DeadLetterPage, Event, EventKind, EventPage, EventQuery, Overview
 from .base import MESSAGE_COLUMNS, WAITING, StoreBase
 from .rows import inbox_row
@@ -38,7 +38,7 @@ class Traffic(StoreBase):
     """Reads and actions across every session, for the command line and the dashboard."""
 
     async def events(self, query: EventQuery) -> EventPage:
-        after = decode(query.after, "ev") if query.after is not None else None
+        after = cursors.decode("ev", query.after, 2**62) if query.after is not None else None
 
         def run(db: sqlite3.Connection) -> EventPage:
             where: list[str] = ["1 = 1"]
@@ -71,7 +71,7 @@ class Traffic(StoreBase):
                 cursor: int | None = rows[-1]["seq"]  # more may follow the page
             else:
                 cursor = head if head is not None else after
-            return EventPage(events, None if cursor is None else encode(cursor, "ev"))
+            return EventPage(events, None if cursor is None else cursors.encode("ev", cursor))
 
         return await self._tx(run, write=False)
 
@@ -89,7 +89,7 @@ class Traffic(StoreBase):
         return await self._tx(run, write=False)
 
     async def all_dead_letters(self, *, limit: int, cursor: str | None) -> DeadLetterPage:
-        before = decode(cursor, "adl") if cursor is not None else 2**62
+        before = cursors.decode("adl", cursor, 2**62) if cursor is not None else 2**62
 
         def run(db: sqlite3.Connection) -> DeadLetterPage:
             rows = db.execute(
@@ -105,7 +105,7 @@ class Traffic(StoreBase):
             found = [
                 inbox_row(r, recipient_id=r["recipient_id"], recipient_name=r["recipient_name"]) for r in page
             ]
-            return DeadLetterPage(found, encode(page[-1]["seq"], "adl") if more else None)
+            return DeadLetterPage(found, cursors.encode("adl", page[-1]["seq"]) if more else None)
 
         return await self._tx(run, write=False)
 
@@ -157,7 +157,7 @@ class Traffic(StoreBase):
 
 def _event(row: sqlite3.Row) -> Event:
     return Event(
-        cursor=encode(row["seq"], "ev"),
+        cursor=cursors.encode("ev", row["seq"]),
         at=row["at"],
         kind=EventKind(row["kind"]),
         message_id=row["message_id"],
@@ -173,19 +173,3 @@ def _event(row: sqlite3.Row) -> Event:
         reason=row["reason"],
         created_at=row["created_at"],
     )
-
-
-def encode(seq: int, kind: str) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{seq}".encode()).decode()
-
-
-def decode(cursor: str, kind: str) -> int:
-    """The ``seq`` in a cursor of this kind; ``ValueError`` for anything this store did not issue."""
-    try:
-        found, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        seq = int(number)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError("not a cursor of this store") from exc
-    if found != kind or not 0 <= seq < 2**62:
-        raise ValueError("not a cursor of this store")
-    return seq

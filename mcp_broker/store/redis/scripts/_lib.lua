@@ -1,0 +1,108 @@
+-- Prepended to every script. KEYS[1] is the namespace's prefix, "mb:{<namespace>}:": the hash tag
+-- routes the call to the namespace's one Cluster slot, and every key below starts with it.
+-- Times arrive as decimal strings from the caller and are stored as given: Lua 5.1 prints numbers
+-- with 14 digits, so no time is ever turned into a string here.
+local P = KEYS[1]
+
+local function key(kind, id)
+  return P .. kind .. ':' .. id
+end
+
+local function dkey(r, mid)
+  return P .. 'd:' .. r .. ':' .. mid
+end
+
+local function opt(value)
+  if value == '' then return false end
+  return value
+end
+
+-- Waiting deliveries (queued or leased, not expired): the contract's one definition of depth.
+local function depth(r, now)
+  return redis.call('ZCARD', key('ready', r)) + redis.call('ZCARD', key('later', r))
+    - redis.call('ZCOUNT', key('exp', r), '-inf', now)
+end
+
+-- Out of every index of waiting deliveries.
+local function unindex(r, mid)
+  redis.call('ZREM', key('ready', r), mid)
+  redis.call('ZREM', key('later', r), mid)
+  redis.call('ZREM', key('exp', r), mid)
+  redis.call('ZREM', key('tries', r), mid)
+end
+
+-- Acked or dead-lettered: prune finds it by when that happened.
+local function finish(r, mid, now)
+  unindex(r, mid)
+  redis.call('ZADD', key('done', r), now, mid)
+end
+
+local function ack_delivery(r, mid, now)
+  redis.call('HSET', dkey(r, mid), 'state', 'acked', 'acked_at', now, 'updated_at', now)
+  redis.call('ZREM', key('dead', r), mid)
+  finish(r, mid, now)
+end
+
+local function kill(r, mid, reason, now)
+  local d = dkey(r, mid)
+  redis.call('HSET', d, 'state', 'dead_lettered', 'reason', reason, 'updated_at', now)
+  finish(r, mid, now)
+  redis.call('ZADD', key('dead', r), redis.call('HGET', d, 'seq'), mid)
+end
+
+-- A session as a flat field list, with its depth appended when ``now`` is given; false if none.
+local function session(id, now)
+  local s = redis.call('HGETALL', key('s', id))
+  if #s == 0 then return false end
+  if now then
+    s[#s + 1] = 'queue_depth'
+    s[#s + 1] = tostring(depth(id, now))
+  end
+  return s
+end
+
+-- {message id, delivery fields, message fields, sender name}; false if there is no such delivery.
+local function inbox_row(r, mid)
+  local d = redis.call('HGETALL', dkey(r, mid))
+  if #d == 0 then return false end
+  local m = key('m', mid)
+  local sender = redis.call('HGET', m, 'sender_id')
+  local name = false
+  if sender then name = redis.call('HGET', key('s', sender), 'name') end
+  return {mid, d, redis.call('HGETALL', m), name}
+end
+
+-- Store a message from ARGV[first .. first + 2 * nfields - 1] (field, value pairs).
+local function store_message(mid, first, nfields, live, now)
+  local m = key('m', mid)
+  redis.call('HSET', m, unpack(ARGV, first, first + 2 * nfields - 1))
+  redis.call('HSET', m, 'live', live)
+  redis.call('ZADD', P .. 'msgs', now, mid)
+  local kind, corr = unpack(redis.call('HMGET', m, 'kind', 'correlation_id'))
+  if kind == 'reply' and corr then
+    redis.call('RPUSH', key('rp', corr), mid)
+  end
+end
+
+-- One queued delivery of ``mid`` to ``r``; ARGV[at .. at + 3] = recipient, version, payload, adapted_via.
+local function add_delivery(mid, at, priority, protocol, expires, now)
+  local r = ARGV[at]
+  local seq = redis.call('INCR', P .. 'seq')
+  -- Priority first (high first), then the order stored; exact while |priority| < 512.
+  local rank = -priority * 17592186044416 + seq
+  local d = dkey(r, mid)
+  redis.call('HSET', d, 'seq', seq, 'rank', rank, 'state', 'queued', 'attempts', 0,
+    'visible_at', now, 'updated_at', now, 'priority', priority, 'protocol', protocol)
+  if expires then
+    redis.call('HSET', d, 'expires_at', expires)
+    redis.call('ZADD', key('exp', r), expires, mid)
+  end
+  local names = {'version', 'payload', 'adapted_via'}
+  for i = 1, 3 do
+    if ARGV[at + i] ~= '' then redis.call('HSET', d, names[i], ARGV[at + i]) end
+  end
+  redis.call('ZADD', key('ready', r), rank, mid)
+  redis.call('RPUSH', key('to', mid), r)
+  redis.call('SADD', P .. 'inboxes', r)
+  return r
+end

@@ -1,0 +1,63 @@
+-- Delete what retention no longer keeps (see Store.prune). ARGV: before, now.
+-- Returns the counts: deliveries, messages, sessions.
+local before, now = ARGV[1], ARGV[2]
+local older = '(' .. before
+local counts = {0, 0, 0}
+local function drop_delivery(r, mid)
+  redis.call('DEL', dkey(r, mid))
+  redis.call('HINCRBY', key('m', mid), 'live', -1)
+  counts[1] = counts[1] + 1
+end
+for _, r in ipairs(redis.call('SMEMBERS', P .. 'inboxes')) do
+  -- Finished long ago, or expired long ago while still waiting (no lease will dead-letter those
+  -- once their session is gone).
+  for _, mid in ipairs(redis.call('ZRANGEBYSCORE', key('done', r), '-inf', older)) do
+    redis.call('ZREM', key('done', r), mid)
+    redis.call('ZREM', key('dead', r), mid)
+    drop_delivery(r, mid)
+  end
+  for _, mid in ipairs(redis.call('ZRANGEBYSCORE', key('exp', r), '-inf', older)) do
+    unindex(r, mid)
+    drop_delivery(r, mid)
+  end
+  if redis.call('ZCARD', key('ready', r)) + redis.call('ZCARD', key('later', r))
+      + redis.call('ZCARD', key('done', r)) == 0 then
+    redis.call('SREM', P .. 'inboxes', r)
+  end
+end
+for _, mid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'msgs', '-inf', older)) do
+  local m = key('m', mid)
+  local live, kind, corr = unpack(redis.call('HMGET', m, 'live', 'kind', 'correlation_id'))
+  if not live or tonumber(live) <= 0 then
+    if kind == 'reply' and corr then
+      redis.call('LREM', key('rp', corr), 0, mid)
+    end
+    redis.call('DEL', m, key('to', mid))
+    redis.call('ZREM', P .. 'msgs', mid)
+    counts[2] = counts[2] + 1
+  end
+end
+local names = redis.call('HGETALL', P .. 'names')
+for i = 1, #names, 2 do
+  local id = names[i + 1]
+  local last_seen = redis.call('HGET', key('s', id), 'last_seen')
+  if last_seen and tonumber(last_seen) < tonumber(before) and depth(id, now) == 0 then
+    redis.call('DEL', key('s', id))
+    redis.call('HDEL', P .. 'names', names[i])
+    counts[3] = counts[3] + 1
+  end
+end
+-- Agreements go with either of their sessions.
+for _, id in ipairs(redis.call('SMEMBERS', P .. 'agreeing')) do
+  local ag = key('ag', id)
+  if redis.call('EXISTS', key('s', id)) == 0 then
+    redis.call('DEL', ag)
+    redis.call('SREM', P .. 'agreeing', id)
+  else
+    for _, field in ipairs(redis.call('HKEYS', ag)) do
+      local peer = string.sub(field, 1, (string.find(field, '\0', 1, true) or 0) - 1)
+      if redis.call('EXISTS', key('s', peer)) == 0 then redis.call('HDEL', ag, field) end
+    end
+  end
+end
+return counts

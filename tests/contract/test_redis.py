@@ -1,0 +1,32 @@
+"""The store contract on the Redis engine: each test in a namespace of its own on one redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+
+from mcp_broker.store.contract import Store
+
+from .store_contract import StoreContract, StoreFactory
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    async def store_factory(self, redis_url: str) -> AsyncIterator[StoreFactory]:
+        from mcp_broker.store.redis import RedisStore
+
+        async with AsyncExitStack() as stack:
+
+            async def open_store() -> Store:
+                store = RedisStore(redis_url)
+                await store.open()
+                stack.push_async_callback(store.close)
+                return store
+
+            yield open_store
+
+    @pytest.fixture
+    async def store(self, store_factory: StoreFactory) -> Store:
+        return await store_factory()
