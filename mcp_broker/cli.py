@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import anyio
 
 from . import __version__, config
+from .dashboard import cli as dashboard_cli
 from .errors import BrokerError
 
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="spawn broker processes as three agents and print their conversation")
     config.add_arguments(demo, subcommand=True)
     demo.add_argument("--keep", action="store_true", help="keep the demo's database instead of deleting it")
+    dashboard_cli.add_subcommands(sub)
     return parser
 
 
@@ -80,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.getLogger(__name__).error("bad configuration: %s", exc)
         sys.exit(2)
     _setup_logging(settings.log_level)
+    if hasattr(args, "run"):  # a subcommand that brings its own runner (dashboard, metrics)
+        sys.exit(args.run(args, settings))
     if args.command == "demo":
         from .demo import run_demo
 
