@@ -169,10 +169,12 @@ async function showStory(id) {
       story.correlation_id ? ` · correlation ${story.correlation_id}` : ""),
     el("h4", {}, "Deliveries"),
     el("table", { class: "compact" },
-      el("thead", {}, el("tr", {}, ["recipient", "state", "attempts", "version", "adapter path", "reason"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["recipient", "state", "attempts", "delivered as"].map((h) => el("th", {}, h)))),
       el("tbody", {}, story.deliveries.map((d) => el("tr", {},
-        el("td", {}, d.recipient), el("td", {}, badge(d.state)), el("td", { class: "num" }, d.attempts),
-        el("td", {}, d.delivered_version), el("td", { class: "path" }, path(d.adapter_path) || "—"), el("td", {}, d.reason || "")))),
+        el("td", {}, d.recipient),
+        el("td", {}, badge(d.state), d.reason ? el("div", { class: "reason" }, d.reason) : null),
+        el("td", { class: "num" }, d.attempts),
+        el("td", {}, d.delivered_version, d.adapter_path.length ? el("div", { class: "path" }, `via ${path(d.adapter_path)}`) : null)))),
     ),
     el("h4", {}, "Story"),
     el("ol", { class: "timeline" }, story.events.map((e) => el("li", {},
@@ -289,15 +291,15 @@ async function showCompatibility() {
   if (!protocols.length) list.replaceChildren(el("p", { class: "empty" }, "no live sessions share a protocol"));
 }
 
-// The smallest of 1, 2, 2.5, 5 times a power of ten at or above the value, so the four ticks read well.
+// The smallest of 1, 2, 4, 8 times a power of ten above the value, so the four ticks read well.
 function niceCeiling(value) {
   if (!(value > 0)) return 1;
   const power = 10 ** Math.floor(Math.log10(value));
-  return [1, 2, 2.5, 5, 10].map((m) => m * power).find((v) => v >= value * 1.02) || 10 * power;
+  return [1, 2, 4, 8, 10].map((m) => m * power).find((v) => v >= value * 1.02) || 10 * power;
 }
 
 // One chart: stacked bars or lines over time, axes and a legend, in plain SVG.
-function chart(container, { series, since, now, bars, unit }) {
+function chart(container, { series, since, now, bars }) {
   const W = 560, H = 220, L = 48, R = 12, T = 12, B = 28;
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "plot", role: "img" });
   const px = (t) => L + ((t - since) / (now - since)) * (W - L - R);
@@ -314,7 +316,7 @@ function chart(container, { series, since, now, bars, unit }) {
   for (let i = 0; i <= 4; i++) {
     const v = (top / 4) * i;
     root.append(svg("line", { x1: L, x2: W - R, y1: py(v), y2: py(v), class: "gridline" }));
-    root.append(svg("text", { x: L - 6, y: py(v) + 4, "text-anchor": "end", class: "tick" }, Number.isInteger(v) ? v : +v.toFixed(unit === "s" ? 3 : 2)));
+    root.append(svg("text", { x: L - 6, y: py(v) + 4, "text-anchor": "end", class: "tick" }, Number.isInteger(v) ? v : +v.toFixed(3)));
   }
   for (let m = 0; m <= 60; m += 15) {
     const t = now - (60 - m) * 60;
@@ -351,8 +353,8 @@ async function showCharts() {
   const sessions = [...new Set(stats.queue_depth.flatMap((d) => Object.keys(d.by_session)))].sort();
   chart(document.getElementById("chart-depth"), { since, now,
     series: sessions.map((name) => ({ name, points: stats.queue_depth.map((d) => [d.at, d.by_session[name] || 0]) })) });
-  chart(document.getElementById("chart-latency"), { since, now, unit: "s",
-    series: ["p50", "p90", "p99"].map((q) => ({ name: q, points: stats.latency.map((p) => [p.minute, p[q]]) })) });
+  chart(document.getElementById("chart-latency"), { since, now,
+    series: ["p50", "p90", "p99"].map((q) => ({ name: q, points: stats.latency.map((p) => [p.minute, p[q] * 1000]) })) });
 }
 
 // ---- navigation --------------------------------------------------------------------------------
