@@ -3,7 +3,6 @@ a replay from the page. A screenshot of each view goes to tests/dashboard/artifa
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from conftest import StartDashboard, screenshot
@@ -46,20 +45,6 @@ def test_a_new_event_shows_in_the_traffic_view_within_a_second(
     backlog = page.locator("#traffic-table tbody tr").count()
     assert backlog == len(dash.source.events)
 
-    delays = []
-    for n in range(5):
-        message_id = f"11ve{n:04d}-0000-4000-8000-000000000000"
-        start = time.monotonic()
-        dash.source.add_event(
-            EventKind.SENT, message_id, sender="reviewer", recipient="author", protocol="chat"
-        )
-        page.wait_for_selector(f"#traffic-table tr[data-message='{message_id}']", timeout=1000)
-        delays.append(time.monotonic() - start)
-    print(
-        f"new event to row on the page: median {sorted(delays)[2] * 1000:.0f} ms, worst {max(delays) * 1000:.0f} ms"
-    )
-    assert max(delays) < 1.0
-
     # A message's story: its adapter path and every step.
     page.click("#traffic-table tr.kind-delivered[data-message^='5e7d0001']")
     story = page.locator("#story")
@@ -68,6 +53,27 @@ def test_a_new_event_shows_in_the_traffic_view_within_a_second(
     text = story.inner_text()
     assert "1.0.0 → 1.1.0 → 2.0.0" in text and "acked" in text and "please review PR 17" in text
     screenshot(page, "traffic")
+
+    # The page notes when each row lands, on the same clock the event's time was taken from.
+    page.evaluate(
+        """() => { window.landed = {};
+        new MutationObserver((changes) => { for (const change of changes) for (const row of change.addedNodes)
+            if (row.dataset && row.dataset.message) window.landed[row.dataset.message] ??= Date.now() / 1000; })
+        .observe(document.querySelector('#traffic-table tbody'), { childList: true }); }"""
+    )
+    lags = []
+    for n in range(10):
+        message_id = f"11ve{n:04d}-0000-4000-8000-000000000000"
+        event = dash.source.add_event(
+            EventKind.SENT, message_id, sender="reviewer", recipient="author", protocol="chat"
+        )
+        page.wait_for_selector(f"#traffic-table tr[data-message='{message_id}']", timeout=1000)
+        lags.append(page.evaluate(f"() => window.landed['{message_id}']") - event.at)
+    lags.sort()
+    print(
+        f"\nstored event -> row on the page: median {lags[5] * 1000:.0f} ms, worst {lags[-1] * 1000:.0f} ms"
+    )
+    assert lags[-1] < 1.0
 
     # The filter reconnects the stream and keeps only that protocol.
     page.select_option("#filter-protocol", "review")
