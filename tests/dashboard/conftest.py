@@ -1,25 +1,18 @@
-"""The dashboard served over a fake Source by a real uvicorn on a free loopback port, and a real chromium."""
+"""Fixtures: the demo fake Source, dashboards served over it, and a real headless chromium."""
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
-import anyio
 import pytest
-from fake_source import FakeSource, demo_source
 
-from mcp_broker.dashboard.app import DashboardConfig
-from mcp_broker.dashboard.cli import serve
+from .fake_source import FakeSource, demo_source
+from .served import StartDashboard, running_dashboard
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -31,55 +24,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@dataclass
-class Running:
-    config: DashboardConfig
-    source: FakeSource
-
-    @property
-    def origin(self) -> str:
-        return self.config.origin
-
-    @property
-    def url(self) -> str:
-        return self.config.url
-
-    @property
-    def token(self) -> str:
-        return self.config.token
-
-
-@contextmanager
-def running_dashboard(source: FakeSource, **options: Any) -> Iterator[Running]:
-    """Serve the app in a thread of its own (its own event loop), as ``mcp-broker dashboard`` would."""
-    ready = threading.Event()
-    started: dict[str, Any] = {}
-
-    def on_ready(config: DashboardConfig, server: Any) -> None:
-        started.update(config=config, server=server)
-        ready.set()
-
-    def main() -> None:
-        config = DashboardConfig(host="127.0.0.1", port=0, **options)
-        anyio.run(functools.partial(serve, source, config, ready=on_ready))
-
-    thread = threading.Thread(target=main, name="dashboard", daemon=True)
-    thread.start()
-    assert ready.wait(10), "the dashboard did not start"
-    try:
-        yield Running(started["config"], source)
-    finally:
-        started["server"].should_exit = True
-        thread.join(10)
-        assert not thread.is_alive(), "the dashboard did not stop"
-
-
 @pytest.fixture
 def fake() -> FakeSource:
     return demo_source()
-
-
-StartDashboard = Callable[..., Running]
 
 
 @pytest.fixture
@@ -127,10 +74,3 @@ def page(browser: Any, start_dashboard: StartDashboard) -> Iterator[Any]:
     yield page
     context.close()
     assert not problems, f"the page logged errors: {problems}"
-
-
-def screenshot(page: Any, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    target = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(target), full_page=True)
-    return target

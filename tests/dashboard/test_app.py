@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartDashboard
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_broker.dashboard.app import CSP, DashboardConfig, host_allowed
 from mcp_broker.dashboard.source import EventKind
+
+from .served import StartDashboard
 
 GUARDED = [
     "/api/sessions",

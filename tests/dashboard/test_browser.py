@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import StartDashboard, screenshot
-
 from mcp_broker.dashboard.source import EventKind
+
+from .served import StartDashboard, screenshot
 
 DEAD = "d3ad0001-0000-4000-8000-000000000001"
 

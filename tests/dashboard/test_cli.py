@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from fake_source import FakeSource
 from prometheus_client.parser import text_string_to_metric_families
 
 from mcp_broker import cli
 from mcp_broker.config import Settings
 from mcp_broker.dashboard import cli as dashboard_cli
+
+from .fake_source import FakeSource
 
 
 @pytest.fixture
