@@ -146,6 +146,7 @@ async def serve(
     server = Server(
         uvicorn.Config(
             build_app(source, dash, closing),
+            log_config=None,  # uvicorn logs through the root logger, to stderr like the rest
             log_level="warning",
             access_log=False,
             lifespan="off",

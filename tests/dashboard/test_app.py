@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -13,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from mcp_broker.dashboard.app import CSP, DashboardConfig, host_allowed
 from mcp_broker.dashboard.source import EventKind
 
-from .served import StartDashboard
+from .fake_source import FakeSource
+from .served import StartDashboard, running_dashboard
 
 GUARDED = [
     "/api/sessions",
@@ -172,6 +174,29 @@ def test_the_event_stream_sends_the_backlog_then_new_traffic(start_dashboard: St
     assert all("ci" in (e["sender"], e["recipient"]) for e in seen)
     assert seen[-1]["message_id"] == "fresh" and added is not None and seen[-1]["cursor"] == added.cursor
     assert int(seen[-1]["cursor"]) == backlog + 2
+
+
+def test_stopping_the_server_ends_open_event_streams(fake: FakeSource) -> None:
+    ended = threading.Event()
+    with running_dashboard(fake) as dash:
+
+        def listen() -> None:
+            with (
+                client(dash.origin, headers={"X-Dashboard-Token": dash.token}) as http,
+                http.stream("GET", "/api/events") as stream,
+            ):
+                for _ in stream.iter_lines():
+                    pass
+            ended.set()
+
+        threading.Thread(target=listen, daemon=True).start()
+        deadline = time.monotonic() + 5
+        while not dash.source._waiters:  # the stream has sent its backlog and waits for traffic
+            assert time.monotonic() < deadline, "the event stream never waited for traffic"
+            time.sleep(0.01)
+        stopping = time.monotonic()
+    # Well within uvicorn's grace period: the stream ended itself instead of being cancelled.
+    assert ended.wait(5) and time.monotonic() - stopping < 0.5
 
 
 def families(text: str) -> dict[str, Any]:
