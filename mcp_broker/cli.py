@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import anyio
 
 from . import __version__, config
+from .dashboard import cli as dashboard_cli
 from .errors import BrokerError
 from .ops import cli as ops_cli
 from .store import check_store_url
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     from .ops import reader
 
     ops_cli.add_subcommands(sub, open_inbox=reader.opened, read_sessions=reader.read_sessions)
+    dashboard_cli.add_subcommands(sub)
     return parser
 
 
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.getLogger(__name__).error("bad configuration: %s", exc)
         sys.exit(2)
     _setup_logging(settings.log_level)
+    if getattr(args, "run_with_settings", None) is not None:  # dashboard, metrics: they read the store
+        sys.exit(args.run_with_settings(args, settings))
     if args.command == "demo":
         from .demo import run_demo
 
