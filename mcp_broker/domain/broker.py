@@ -1,7 +1,7 @@
 """One broker process's view of the shared store: the parts of the domain, composed.
 
 The MCP layer calls the parts (``broker.catalog``, ``broker.sessions``, ``broker.messaging``,
-``broker.inbox``); none of them knows it sits behind MCP. Each part receives its collaborators
+``broker.requests``, ``broker.inbox``); none of them knows it sits behind MCP. Each part receives its collaborators
 (store, notifier, binding, clock, liveness probe) and can be built alone in a test.
 """
 
@@ -26,6 +26,7 @@ from .failures import public
 from .inbox import Inbox
 from .messaging import Messaging
 from .presence import LivenessProbe, LocalProcesses, Presence
+from .requests import Requests
 from .sessions import Sessions
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class Broker:
         self.inbox = Inbox(store, notifier, self.binding, self.owner, settings, clock)
         self.messaging = Messaging(
             store, notifier, self.binding, self.catalog, self.sessions, self.presence, settings, clock
+        )
+        self.requests = Requests(
+            store, notifier, self.binding, self.catalog, self.sessions, self.messaging, self.presence, clock
         )
         self._inbox_listeners: list[Callable[[], Awaitable[None]]] = []
 

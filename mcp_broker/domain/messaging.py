@@ -8,13 +8,10 @@ accepted versions (its revision), its inbox depth and the idempotency key.
 from __future__ import annotations
 
 import functools
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-
-import anyio
 
 from .. import routing, versions
 from ..config import Settings
@@ -25,16 +22,12 @@ from ..errors import (
     NoCommonVersion,
     NotAccepted,
     TransformFailed,
-    UnknownMessage,
     UnknownProtocol,
 )
 from ..models import (
     BroadcastRecipient,
     BroadcastResult,
     Capability,
-    Priority,
-    ReplyResult,
-    RequestResult,
     SendResult,
     SessionStatus,
     Skipped,
@@ -45,6 +38,7 @@ from ..store.contract import (
     Guard,
     NewMessage,
     Notifier,
+    ProtocolRow,
     SessionRow,
     Snapshot,
     SnapshotQuery,
@@ -55,17 +49,14 @@ from .binding import Binding
 from .catalog import Catalog, accepted_range
 from .checks import (
     RECHECK_SECONDS,
-    check_message_ids,
     check_ref,
     check_short_texts,
-    check_wait,
     expiry,
     is_session_id,
     optional_text,
     priority_rank,
 )
 from .failures import maps_store_errors
-from .inbox import to_received
 from .presence import Presence
 from .sessions import Sessions, unknown_session
 
@@ -247,6 +238,43 @@ class Messaging:
         )
         return _Decision(message, target, recipient, result)
 
+    async def _broadcast_targets(
+        self, snap: Snapshot, proto: ProtocolRow, payload: Any, now: float, reach: _Reach
+    ) -> None:
+        """Each session the filter lets through gets a delivery in a version it accepts (through
+        adapters where needed) that allows broadcast, or a line in ``skipped`` saying why not."""
+        protocol, version = proto.name, proto.version
+        capabilities = snap.versions.get(protocol, {})
+        adapters = snap.adapters.get(protocol, [])
+        edges = [(a.from_version, a.to_version) for a in adapters]
+        can_broadcast = {v for v, caps in capabilities.items() if Capability.broadcast in caps}
+        for row in snap.sessions.values():
+            if row.id == reach.sender_id or (reach.names and row.name not in reach.names):
+                continue
+            if not reach.features <= set(row.features):
+                continue
+            status = reach.status_by_id[row.id] = self.presence.status_of(row, now)
+            if reach.statuses and status not in reach.statuses:
+                continue
+            their_range = accepted_range(row, protocol)
+            if their_range is None:
+                reach.skipped.append(
+                    Skipped(name=row.name, session_id=row.id, reason=f"does not speak {protocol}")
+                )
+                continue
+            route = routing.route_to(version, their_range, edges, can_broadcast.__contains__)
+            if route is None:
+                reason = (
+                    f"accepts {protocol} {their_range}; no adapter leads from {version} to a version there "
+                    "that allows broadcast"
+                )
+                reach.skipped.append(Skipped(name=row.name, session_id=row.id, reason=reason))
+                continue
+            try:
+                reach.targets[row.id] = await self.catalog.adapt(proto, route, adapters, payload, row)
+            except TransformFailed as exc:
+                reach.skipped.append(Skipped(name=row.name, session_id=row.id, reason=str(exc)))
+
     async def broadcast(
         self,
         protocol: str,
@@ -280,35 +308,9 @@ class Messaging:
             )
         payload_text = self.catalog.check_payload(proto, payload)
         now = self.clock()
-        adapters = snap.adapters.get(protocol, [])
-        edges = [(a.from_version, a.to_version) for a in adapters]
-        can_broadcast = {v for v, caps in capabilities.items() if Capability.broadcast in caps}
-        targets: dict[str, Target] = {}
-        skipped: list[Skipped] = []
-        status_by_id: dict[str, SessionStatus] = {}
-        for row in snap.sessions.values():
-            if row.id == me or (names and row.name not in names) or not features <= set(row.features):
-                continue
-            status = status_by_id[row.id] = self.presence.status_of(row, now)
-            if statuses and status not in statuses:
-                continue
-            their_range = accepted_range(row, protocol)
-            if their_range is None:
-                skipped.append(Skipped(name=row.name, session_id=row.id, reason=f"does not speak {protocol}"))
-                continue
-            route = routing.route_to(version, their_range, edges, can_broadcast.__contains__)
-            if route is None:
-                reason = (
-                    f"accepts {protocol} {their_range}; no adapter leads from {version} to a version there "
-                    "that allows broadcast"
-                )
-                skipped.append(Skipped(name=row.name, session_id=row.id, reason=reason))
-                continue
-            try:
-                targets[row.id] = await self.catalog.adapt(proto, route, adapters, payload, row)
-            except TransformFailed as exc:
-                skipped.append(Skipped(name=row.name, session_id=row.id, reason=str(exc)))
-
+        reach = _Reach(me, names, features, statuses)
+        await self._broadcast_targets(snap, proto, payload, now, reach)
+        targets, skipped, status_by_id = reach.targets, reach.skipped, reach.status_by_id
         message = NewMessage(
             id=str(uuid.uuid4()),
             sender_id=me,
@@ -352,93 +354,18 @@ class Messaging:
             expires_at=iso(message.expires_at),
         )
 
-    async def request(
-        self,
-        to: str,
-        protocol: str,
-        payload: Any,
-        timeout_seconds: float = 30.0,
-        version: str | None = None,
-    ) -> RequestResult:
-        """Send a request and wait for its reply; on timeout, ``await_reply`` picks up the wait later."""
-        check_wait(timeout_seconds, "timeout_seconds")
-        sent = await self.send(to, protocol, payload, version, kind="request")
-        return await self._wait_reply(sent.message_id, timeout_seconds)
 
-    async def await_reply(self, request_id: str, timeout_seconds: float = 30.0) -> RequestResult:
-        me = self.binding.require()
-        check_wait(timeout_seconds, "timeout_seconds")
-        if (
-            not isinstance(request_id, str)
-            or not 0 < len(request_id) <= 64
-            or not await self.store.sent_request(me, request_id)
-        ):
-            raise UnknownMessage(f"you sent no request with id {str(request_id)[:64]!r}")
-        return await self._wait_reply(request_id, timeout_seconds)
+@dataclass
+class _Reach:
+    """Who a broadcast is for (the filter) and what choosing them found."""
 
-    async def _wait_reply(self, request_id: str, timeout: float) -> RequestResult:
-        me = self.binding.require()
-        deadline = time.monotonic() + timeout
-        while True:
-            ticket = self.notifier.ticket()
-            row = await self.store.take_reply(me, request_id, self.clock())
-            if row is not None:
-                self.notifier.notify([])  # the reply was taken and acked
-            remaining = deadline - time.monotonic()
-            if row is not None or remaining <= 0 or not self.binding.holds(me):
-                return RequestResult(
-                    request_id=request_id,
-                    status="answered" if row else "pending",
-                    reply=to_received(row) if row else None,
-                    message=(
-                        "the reply is in `reply`"
-                        if row
-                        else f"no reply yet; call await_reply(request_id={request_id!r}) to keep waiting"
-                    ),
-                )
-            with anyio.move_on_after(min(remaining, self.recheck_seconds)):
-                await ticket.wait()
-
-    async def reply(self, message_id: str, payload: Any) -> ReplyResult:
-        """Answer a request this session received: validated, routed to the requester, the request acked."""
-        me = self.binding.require()
-        (request_id,) = check_message_ids([message_id])
-        request = await self.store.request_for_reply(me, request_id)
-        if request is None:
-            raise UnknownMessage(
-                f"no message {request_id!r} in your inbox; reply answers requests you received"
-            )
-        if request.kind != "request":
-            raise InvalidArgument(
-                f"message {request_id} is a {request.kind}, not a request; use send to answer it"
-            )
-        if request.attempts == 0:
-            raise InvalidArgument(f"receive request {request_id} before replying to it")
-        proto = await self.catalog.protocol(request.protocol, request.sent_version)
-        payload_text = self.catalog.check_reply(proto, payload)
-        requester = await self.sessions.peer(request.sender_id)
-        now = self.clock()
-        message = NewMessage(
-            id=str(uuid.uuid4()),
-            sender_id=me,
-            broadcast=False,
-            kind="reply",
-            protocol=proto.name,
-            version=proto.version,
-            payload=payload_text,
-            priority=Priority.high.rank,
-            created_at=now,
-            correlation_id=request_id,
-        )
-        if not await self.store.reply(me, request_id, message, Target(requester.id)):
-            raise InvalidArgument(
-                f"request {request_id} was already answered or acked; a request gets one reply"
-            )
-        self.notifier.notify([requester.id])
-        status = "delivered" if self.presence.status_of(requester, now) is SessionStatus.active else "queued"
-        return ReplyResult(
-            message_id=message.id, request_id=request_id, recipient=requester.name, status=status
-        )
+    sender_id: str
+    names: set[str]
+    features: set[str]
+    statuses: set[SessionStatus]
+    targets: dict[str, Target] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    status_by_id: dict[str, SessionStatus] = field(default_factory=dict)
 
 
 def _broadcast_filter(raw: dict[str, Any] | None) -> tuple[set[str], set[str], set[SessionStatus]]:

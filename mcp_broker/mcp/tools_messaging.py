@@ -22,7 +22,7 @@ from .params import (
 
 
 def register(tool: Any, broker: Broker) -> None:
-    messaging = broker.messaging
+    messaging, requests = broker.messaging, broker.requests
 
     @tool(title="Send a message")
     async def send(
@@ -80,12 +80,12 @@ def register(tool: Any, broker: Broker) -> None:
     ) -> RequestResult:
         """Send a request (protocol needs request_response) and wait for the reply, validated against its
         response_schema. If it does not come in time, status is `pending`: call await_reply later."""
-        return await messaging.request(to, protocol, payload, timeout_seconds, version)
+        return await requests.request(to, protocol, payload, timeout_seconds, version)
 
     @tool(title="Keep waiting for a reply", read_only=False)
     async def await_reply(request_id: MessageId, timeout_seconds: TimeoutSeconds = 30) -> RequestResult:
         """Wait again for the reply to a request you sent earlier (also after reconnecting)."""
-        return await messaging.await_reply(request_id, timeout_seconds)
+        return await requests.await_reply(request_id, timeout_seconds)
 
     @tool(title="Answer a request")
     async def reply(
@@ -95,4 +95,4 @@ def register(tool: Any, broker: Broker) -> None:
         payload: Annotated[Any, Field(description="the answer; must match the protocol's response_schema")],
     ) -> ReplyResult:
         """Answer a request you received; the reply goes to the requester and the request is acked with it."""
-        return await messaging.reply(message_id, payload)
+        return await requests.reply(message_id, payload)

@@ -364,7 +364,7 @@ async def test_adapters_do_not_turn_a_message_into_a_request_of_a_version_withou
     await old.sessions.connect("old", speaks("quiz", "^1"))
     await new.sessions.connect("new", speaks("quiz", "^2"))
     with pytest.raises((CapabilityNotSupported, NotAccepted)):
-        await old.messaging.request("new", "quiz", {"q": "?"}, timeout_seconds=0)
+        await old.requests.request("new", "quiz", {"q": "?"}, timeout_seconds=0)
     assert (await new.inbox.receive()).messages == []
 
 
@@ -476,7 +476,7 @@ async def test_request_and_reply_round_trip(brokers: BrokerFactory) -> None:
     async def answer() -> None:
         (got,) = (await oracle.inbox.receive(wait_seconds=10)).messages
         assert (got.kind, got.payload, got.sender) == ("request", {"q": "6*7?"}, "asker")
-        replied = await oracle.messaging.reply(got.message_id, {"a": 42})
+        replied = await oracle.requests.reply(got.message_id, {"a": 42})
         assert (replied.request_id, replied.recipient, replied.status) == (
             got.message_id,
             "asker",
@@ -486,7 +486,7 @@ async def test_request_and_reply_round_trip(brokers: BrokerFactory) -> None:
     with anyio.fail_after(15):
         async with anyio.create_task_group() as tg:
             tg.start_soon(answer)
-            result = await asker.messaging.request("oracle", "ask", {"q": "6*7?"}, timeout_seconds=10)
+            result = await asker.requests.request("oracle", "ask", {"q": "6*7?"}, timeout_seconds=10)
     assert result.status == "answered"
     assert result.reply is not None
     assert (result.reply.kind, result.reply.payload) == ("reply", {"a": 42})
@@ -500,14 +500,14 @@ async def test_request_and_reply_round_trip(brokers: BrokerFactory) -> None:
 
 async def test_a_reply_that_fails_the_response_schema_is_refused(brokers: BrokerFactory) -> None:
     asker, oracle = await asker_and_oracle(brokers)
-    pending = await asker.messaging.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
+    pending = await asker.requests.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
     (got,) = (await oracle.inbox.receive()).messages
     with pytest.raises(PayloadInvalid, match="/a") as info:
-        await oracle.messaging.reply(got.message_id, {"a": "forty-two"})
+        await oracle.requests.reply(got.message_id, {"a": "forty-two"})
     assert code_of(info) == "PAYLOAD_INVALID"
-    assert (await asker.messaging.await_reply(pending.request_id, 0)).status == "pending"
-    await oracle.messaging.reply(got.message_id, {"a": 42})
-    answered = await asker.messaging.await_reply(pending.request_id, 5)
+    assert (await asker.requests.await_reply(pending.request_id, 0)).status == "pending"
+    await oracle.requests.reply(got.message_id, {"a": 42})
+    answered = await asker.requests.await_reply(pending.request_id, 5)
     assert answered.reply is not None and answered.reply.payload == {"a": 42}
 
 
@@ -515,15 +515,15 @@ async def test_reply_to_an_unknown_or_foreign_message_is_refused(brokers: Broker
     asker, oracle = await asker_and_oracle(brokers)
     snoop = await brokers()
     await snoop.sessions.connect("snoop", speaks("ask", "^1"))
-    pending = await asker.messaging.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
+    pending = await asker.requests.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
     with pytest.raises(UnknownMessage) as info:
-        await oracle.messaging.reply("00000000-0000-0000-0000-000000000000", {"a": 1})
+        await oracle.requests.reply("00000000-0000-0000-0000-000000000000", {"a": 1})
     assert code_of(info) == "UNKNOWN_MESSAGE"
     with pytest.raises(UnknownMessage):  # a request to someone else
-        await snoop.messaging.reply(pending.request_id, {"a": 1})
+        await snoop.requests.reply(pending.request_id, {"a": 1})
     with pytest.raises(UnknownMessage):  # one's own request
-        await asker.messaging.reply(pending.request_id, {"a": 1})
-    assert (await asker.messaging.await_reply(pending.request_id, 0)).status == "pending"
+        await asker.requests.reply(pending.request_id, {"a": 1})
+    assert (await asker.requests.await_reply(pending.request_id, 0)).status == "pending"
 
 
 async def test_reply_to_a_message_that_is_not_a_request_is_refused(brokers: BrokerFactory) -> None:
@@ -535,34 +535,34 @@ async def test_reply_to_a_message_that_is_not_a_request_is_refused(brokers: Brok
     (got,) = (await oracle.inbox.receive()).messages
     assert got.kind == "message"
     with pytest.raises(InvalidArgument, match="not a request; use send") as info:
-        await oracle.messaging.reply(sent.message_id, {"a": 1})
+        await oracle.requests.reply(sent.message_id, {"a": 1})
     assert code_of(info) == "INVALID_ARGUMENT"
 
 
 async def test_a_request_is_answered_once(brokers: BrokerFactory) -> None:
     asker, oracle = await asker_and_oracle(brokers)
-    pending = await asker.messaging.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
+    pending = await asker.requests.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
     (got,) = (await oracle.inbox.receive()).messages
-    await oracle.messaging.reply(got.message_id, {"a": 1})
+    await oracle.requests.reply(got.message_id, {"a": 1})
     with pytest.raises(InvalidArgument, match="one reply"):
-        await oracle.messaging.reply(got.message_id, {"a": 2})
-    answered = await asker.messaging.await_reply(pending.request_id, 5)
+        await oracle.requests.reply(got.message_id, {"a": 2})
+    answered = await asker.requests.await_reply(pending.request_id, 5)
     assert answered.reply is not None and answered.reply.payload == {"a": 1}
     # taken already: await_reply still answers with it, it is not lost
-    assert (await asker.messaging.await_reply(pending.request_id, 0)).status == "answered"
+    assert (await asker.requests.await_reply(pending.request_id, 0)).status == "answered"
 
 
 async def test_a_request_must_be_received_before_it_is_answered(brokers: BrokerFactory) -> None:
     asker, oracle = await asker_and_oracle(brokers)
-    pending = await asker.messaging.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
+    pending = await asker.requests.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
     with pytest.raises(InvalidArgument, match="receive request"):
-        await oracle.messaging.reply(pending.request_id, {"a": 1})
+        await oracle.requests.reply(pending.request_id, {"a": 1})
 
 
 async def test_a_timed_out_request_can_be_awaited_again(brokers: BrokerFactory) -> None:
     asker, oracle = await asker_and_oracle(brokers)
     with anyio.fail_after(10):
-        pending = await asker.messaging.request("oracle", "ask", {"q": "slow"}, timeout_seconds=0.2)
+        pending = await asker.requests.request("oracle", "ask", {"q": "slow"}, timeout_seconds=0.2)
     assert pending.status == "pending"
     assert pending.reply is None
     assert "await_reply" in pending.message
@@ -570,25 +570,25 @@ async def test_a_timed_out_request_can_be_awaited_again(brokers: BrokerFactory) 
     assert got.message_id == pending.request_id
 
     async def answer_later() -> None:
-        await oracle.messaging.reply(got.message_id, {"a": 7})
+        await oracle.requests.reply(got.message_id, {"a": 7})
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(answer_later)
-            answered = await asker.messaging.await_reply(pending.request_id, 10)
+            answered = await asker.requests.await_reply(pending.request_id, 10)
     assert answered.status == "answered"
     assert answered.reply is not None and answered.reply.payload == {"a": 7}
 
 
 async def test_await_reply_only_for_own_requests(brokers: BrokerFactory) -> None:
     asker, oracle = await asker_and_oracle(brokers)
-    pending = await asker.messaging.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
+    pending = await asker.requests.request("oracle", "ask", {"q": "?"}, timeout_seconds=0)
     with pytest.raises(UnknownMessage):
-        await oracle.messaging.await_reply(pending.request_id, 0)
+        await oracle.requests.await_reply(pending.request_id, 0)
     with pytest.raises(UnknownMessage):
-        await asker.messaging.await_reply("no-such-request", 0)
+        await asker.requests.await_reply("no-such-request", 0)
     with pytest.raises(InvalidArgument):
-        await asker.messaging.await_reply(pending.request_id, 61)
+        await asker.requests.await_reply(pending.request_id, 61)
 
 
 async def test_a_requester_that_went_away_gets_its_reply_when_it_resumes(
@@ -599,20 +599,20 @@ async def test_a_requester_that_went_away_gets_its_reply_when_it_resumes(
     await oracle.sessions.connect("oracle", speaks("ask", "^1"))
     async with Broker.running(settings) as first:
         await first.sessions.connect("asker", speaks("ask", "^1"))
-        pending = await first.messaging.request("oracle", "ask", {"q": "later?"}, timeout_seconds=0)
+        pending = await first.requests.request("oracle", "ask", {"q": "later?"}, timeout_seconds=0)
     (got,) = (await oracle.inbox.receive()).messages
-    replied = await oracle.messaging.reply(got.message_id, {"a": 1})
+    replied = await oracle.requests.reply(got.message_id, {"a": 1})
     assert replied.status == "queued"
     again = await brokers()
     assert (await again.sessions.connect("asker", speaks("ask", "^1"))).resumed
-    answered = await again.messaging.await_reply(pending.request_id, 5)
+    answered = await again.requests.await_reply(pending.request_id, 5)
     assert answered.reply is not None and answered.reply.payload == {"a": 1}
 
 
 async def test_request_needs_the_request_response_capability(brokers: BrokerFactory) -> None:
     old, _, new = await trio(brokers)
     with pytest.raises(CapabilityNotSupported, match="request_response") as info:
-        await old.messaging.request("new", "note", {"text": "?"}, timeout_seconds=0)
+        await old.requests.request("new", "note", {"text": "?"}, timeout_seconds=0)
     assert code_of(info) == "CAPABILITY_NOT_SUPPORTED"
     assert (await new.inbox.receive()).messages == []
 
@@ -637,7 +637,7 @@ async def test_a_request_across_versions_is_adapted_and_the_reply_checked_for_th
     )
     await asker.sessions.connect("asker", speaks("ask", "^1"))
     await oracle.sessions.connect("oracle", speaks("ask", "^2"))
-    pending = await asker.messaging.request("oracle", "ask", {"q": "6*7?"}, timeout_seconds=0)
+    pending = await asker.requests.request("oracle", "ask", {"q": "6*7?"}, timeout_seconds=0)
     (got,) = (await oracle.inbox.receive()).messages
     assert (got.kind, got.version, got.sent_version, got.payload) == (
         "request",
@@ -645,7 +645,7 @@ async def test_a_request_across_versions_is_adapted_and_the_reply_checked_for_th
         "1.0.0",
         {"question": "6*7?"},
     )
-    await oracle.messaging.reply(got.message_id, {"a": 42})
-    answered = await asker.messaging.await_reply(pending.request_id, 5)
+    await oracle.requests.reply(got.message_id, {"a": 42})
+    answered = await asker.requests.await_reply(pending.request_id, 5)
     assert answered.reply is not None
     assert (answered.reply.version, answered.reply.payload) == ("1.0.0", {"a": 42})
