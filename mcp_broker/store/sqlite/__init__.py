@@ -6,13 +6,13 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .notifier import BellNotifier
-from .queue import Queue
+from .replies import Replies
 from .traffic import Traffic
 
 __all__ = ["BellNotifier", "SqliteStore"]
 
 
-class SqliteStore(Catalog, Queue, Traffic):
+class SqliteStore(Catalog, Replies, Traffic):
     """The catalog, the queue and the traffic log over one SQLite file; the contract's embedded engine."""
 
     def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:
