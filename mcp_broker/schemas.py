@@ -13,9 +13,8 @@ import json
 import sys
 import threading
 import time
-import types
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from itertools import islice
@@ -24,11 +23,12 @@ from typing import Any
 import jsonschema
 import referencing.jsonschema
 import regex
-from jsonschema import ValidationError, _keywords, _legacy_keywords, _utils, validators
+from jsonschema import ValidationError, validators
 from jsonschema.protocols import Validator
 from referencing import Registry
 from referencing.exceptions import Unresolvable
 
+from mcp_broker import _jsonschema
 from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge, excerpt
 from mcp_broker.patterns import CostlyPattern, PatternCache
 from mcp_broker.schema_cost import CostlySchema, OutOfBudget, check_cost, counted, work_budget
@@ -187,40 +187,9 @@ def _hashable(value: Any) -> Any:
     return ("scalar", value)
 
 
-def _with_bounded_re(func: Callable[..., Any], **helpers: Any) -> Callable[..., Any]:
-    """Copy a jsonschema function so that its global ``re`` (and the named helpers) are ours.
-
-    additionalProperties and unevaluatedProperties match patternProperties deep inside private
-    helpers; copying them with other globals keeps jsonschema's exact logic without forking it.
-    """
-    original: types.FunctionType = func  # type: ignore[assignment]
-    namespace = {**original.__globals__, "re": types.SimpleNamespace(search=_search), **helpers}
-    clone = types.FunctionType(original.__code__, namespace, original.__name__, original.__defaults__)
-    namespace[original.__name__] = clone  # the helpers recurse through their own global name
-    return clone
-
-
-_REPLACED: dict[Callable[..., Any], Callable[..., Any]] = {
-    _keywords.pattern: _pattern,
-    _keywords.patternProperties: _pattern_properties,
-    _keywords.uniqueItems: _unique_items,
-    _keywords.additionalProperties: _with_bounded_re(
-        _keywords.additionalProperties,
-        find_additional_properties=_with_bounded_re(_utils.find_additional_properties),
-    ),
-    _keywords.unevaluatedProperties: _with_bounded_re(
-        _keywords.unevaluatedProperties,
-        find_evaluated_property_keys_by_schema=_with_bounded_re(
-            _utils.find_evaluated_property_keys_by_schema
-        ),
-    ),
-    _legacy_keywords.unevaluatedProperties_draft2019: _with_bounded_re(
-        _legacy_keywords.unevaluatedProperties_draft2019,
-        find_evaluated_property_keys_by_schema=_with_bounded_re(
-            _legacy_keywords.find_evaluated_property_keys_by_schema
-        ),
-    ),
-}
+_REPLACED = _jsonschema.bounded_keywords(
+    search=_search, pattern=_pattern, pattern_properties=_pattern_properties, unique_items=_unique_items
+)
 
 
 @functools.cache
