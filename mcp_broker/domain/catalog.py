@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import adapters, routing, schemas, versions
+from ..adapter_checks import check_adapter
 from ..errors import (
     InvalidArgument,
     PayloadInvalid,
@@ -128,7 +129,7 @@ class Catalog:
         parsed = adapters.parse_steps(list(steps))
         source = await self.protocol(protocol, from_version)
         target = await self.protocol(protocol, to_version)
-        adapters.check_adapter(parsed, json.loads(source.schema), json.loads(target.schema), self.limits)
+        check_adapter(parsed, json.loads(source.schema), json.loads(target.schema), self.limits)
         dumped = adapters.dump_steps(parsed)
         row = AdapterRow(protocol, from_version, to_version, dumped, _fingerprint(dumped), self.clock())
         added = await self.store.add_adapter(row)

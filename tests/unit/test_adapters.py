@@ -8,14 +8,12 @@ from typing import Any
 
 import pytest
 
+from mcp_broker.adapter_checks import check_adapter
 from mcp_broker.adapters import (
     MAX_HOPS,
     MAX_PATH_STEPS,
     MAX_STEPS,
-    InvalidAdapter,
-    TransformFailed,
     apply_steps,
-    check_adapter,
     dump_steps,
     find_path,
     parse_steps,
@@ -23,7 +21,7 @@ from mcp_broker.adapters import (
     split_pointer,
     transform,
 )
-from mcp_broker.errors import BrokerError, InvalidArgument
+from mcp_broker.errors import BrokerError, InvalidAdapter, InvalidArgument, TransformFailed
 from mcp_broker.schemas import Limits
 from mcp_broker.versions import parse_range
 
