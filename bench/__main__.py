@@ -19,6 +19,7 @@ from .broadcast import run_broadcast
 from .common import Run
 from .cost import run_cost
 from .latency import run_latency
+from .profiles import run_profiles
 from .scale import run_scale
 from .store import run_store
 from .throughput import run_throughput
@@ -30,6 +31,7 @@ SECTIONS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "scale": run_scale,
     "broadcast": run_broadcast,
     "cost": run_cost,
+    "profiles": run_profiles,
 }
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 

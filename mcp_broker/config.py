@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import platformdirs
 
 Durability = Literal["normal", "full"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TOOL_LIST = re.compile(r"[a-z][a-z_]*(,[a-z][a-z_]*)*")
 
 
 def default_db_path() -> Path:
@@ -45,6 +47,7 @@ class Settings:
     retention_days: float = 7.0
     lock_timeout: float = 10.0
     host_id: str = ""  # empty: the machine's hostname
+    tools: str = "all"
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -71,6 +74,11 @@ FIELDS: dict[str, tuple[type, str]] = {
         "this machine's name in session records (default: the hostname); process checks apply only "
         "to sessions with the same host_id, heartbeats decide for the others",
     ),
+    "tools": (
+        str,
+        "the tools this process offers: core (the ten of the SPEC), all, or a comma list of tool names "
+        "(core may be one of them); unknown names are refused at start",
+    ),
     "log_level": (str, "stderr log level: DEBUG, INFO, WARNING, ERROR"),
 }
 
@@ -89,6 +97,10 @@ def _convert(field: str, raw: Any) -> Any:
         raise ValueError("durability must be 'normal' or 'full'")
     if kind in (int, float) and not (math.isfinite(value) and value > 0):
         raise ValueError(f"{field} must be positive (and finite), got {raw!r}")
+    if field == "tools":
+        value = ",".join(part.strip() for part in str(value).split(",") if part.strip())
+        if not value or not TOOL_LIST.fullmatch(value):
+            raise ValueError(f"tools must be core, all, or a comma list of tool names, got {raw!r}")
     if field == "log_level":
         value = str(value).upper()
         if value not in LOG_LEVELS:

@@ -14,10 +14,12 @@ from typing import Any, ParamSpec, TypeVar
 from fastmcp import FastMCP
 from fastmcp.exceptions import NotFoundError, ResourceError, ToolError, ValidationError
 from fastmcp.server.middleware import Middleware, MiddlewareContext
+from fastmcp.tools import FunctionTool
 from mcp.types import ToolAnnotations
 from pydantic import ValidationError as PydanticValidationError
 
 from ..errors import BrokerError, InvalidArgument, UnknownTool
+from .profiles import lean_schema
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,8 +63,16 @@ class ArgumentErrors(Middleware):
 
 def tool_registrar(
     mcp: FastMCP,
+    *,
+    enabled: Callable[[str], bool] = lambda name: True,
+    seen: set[str] | None = None,
 ) -> Callable[..., Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]]:
-    """``@tool(title=..., read_only=...)``: register a tool whose refusals carry their stable code."""
+    """``@tool(title=..., read_only=...)``: register a tool whose refusals carry their stable code.
+
+    Only tools ``enabled`` accepts are registered (a profile); ``seen`` collects every name offered, so
+    the caller can refuse a profile that names no such tool. Input schemas are advertised lean
+    (``profiles.lean_schema``); arguments are validated against the signature as before.
+    """
 
     def tool(
         *,
@@ -70,7 +80,6 @@ def tool_registrar(
         read_only: bool = False,
         idempotent: bool = False,
         destructive: bool = False,
-        enabled: Callable[[str], bool] = lambda name: True,
     ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
         annotations = ToolAnnotations(
             title=title,
@@ -81,6 +90,8 @@ def tool_registrar(
         )
 
         def register(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+            if seen is not None:
+                seen.add(fn.__name__)
             if not enabled(fn.__name__):
                 return fn
 
@@ -91,7 +102,9 @@ def tool_registrar(
                 except BrokerError as exc:
                     raise ToolError(str(exc), log_level=logging.INFO) from exc
 
-            mcp.tool(annotations=annotations)(wrapper)
+            made = FunctionTool.from_function(wrapper, annotations=annotations)
+            made.parameters = lean_schema(made.parameters)
+            mcp.add_tool(made)
             return fn
 
         return register

@@ -29,6 +29,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "retention_days": ("0.5", 0.5),
     "lock_timeout": ("2.5", 2.5),
     "host_id": ("machine-b", "machine-b"),
+    "tools": ("core, release", "core,release"),
     "log_level": ("debug", "DEBUG"),
 }
 
