@@ -10,9 +10,10 @@ import pytest
 from mcp_broker.store.contract import Store
 
 from .store_contract import StoreContract, StoreFactory
+from .traffic_contract import TrafficContract
 
 
-class TestRedisStore(StoreContract):
+class TestRedisStore(StoreContract, TrafficContract):
     @pytest.fixture
     async def store_factory(self, redis_url: str) -> AsyncIterator[StoreFactory]:
         from mcp_broker.store.redis import RedisStore

@@ -228,3 +228,66 @@ async def test_a_send_from_another_process_wakes_the_bound_session(redis_url: st
         await receiver.close()
         await sender_store.close()
         await receiver_store.close()
+
+
+async def test_a_watcher_wakes_on_every_notify_from_another_process(redis_url: str) -> None:
+    """``watch`` subscribes to the namespace's traffic channel, which every notify publishes to."""
+    sender_store, watcher_store = RedisStore(redis_url), RedisStore(redis_url)
+    await sender_store.open()
+    await watcher_store.open()
+    sender, watcher = RedisNotifier(sender_store), RedisNotifier(watcher_store)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.listen)
+            ticket = watcher.ticket()
+            await watcher.watch()
+            with anyio.fail_after(5):
+                await ticket.wait()  # subscribed
+            for ids in (["id-bob"], []):  # a send, then an ack (which wakes no receiver)
+                ticket = watcher.ticket()
+                with anyio.fail_after(5):
+                    while not ticket.is_set():
+                        sender.notify(ids)
+                        with anyio.move_on_after(0.2):
+                            await ticket.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        await sender.close()
+        await watcher.close()
+        await sender_store.close()
+        await watcher_store.close()
+
+
+# --- the traffic log ----------------------------------------------------------------------------------
+
+
+async def test_a_filtered_read_cut_short_by_the_scan_budget_goes_on_from_its_cursor(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mcp_broker.store.contract import EventQuery
+    from mcp_broker.store.redis import traffic
+
+    now = time.time()
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        for name, owner in (("alice", "o1"), ("bob", "o2"), ("carol", "o3"), ("dave", "o4")):
+            await store.claim_session(claim(name, owner, now))
+        for n in range(30):  # to bob, except the first, to dave, and the last, to carol
+            to = {0: "id-dave", 29: "id-carol"}.get(n, "id-bob")
+            await store.enqueue(
+                message("id-alice", f"m{n}", now + n), [Target(to)], max_inbox=100, refuse_full=True
+            )
+        monkeypatch.setattr(traffic, "SCAN_BUDGET", 10)
+        query = EventQuery(since=0, session_id="id-carol")
+        page = await store.events(query)
+        assert page.events == [] and page.cursor is not None  # cut short, with where to go on
+        seen = []
+        for _ in range(5):
+            page = await store.events(EventQuery(after=page.cursor, session_id="id-carol"))
+            seen += [e.message_id for e in page.events]
+        assert seen == ["m29"]
+        latest = await store.events(EventQuery(session_id="id-dave", limit=5))
+        assert latest.events == []  # the latest: only the last ten entries were read
+    finally:
+        await store.close()

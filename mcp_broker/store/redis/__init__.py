@@ -36,7 +36,12 @@ key                    type        holds
 ``dead:<r>``           zset        dead letters, by seq (the cursor is a seq)
 ``done:<r>``           zset        acked or dead-lettered, by updated_at (for pruning)
 ``inboxes``            set         recipient ids with deliveries (for pruning)
+``evseq``              string      the events' sequence (INCR)
+``ev``                 stream      the traffic log: one entry ``<n>-0`` per change of a delivery
+                                   (at, kind, message, sender, recipient, protocol, version, ...)
+``evat``               zset        event numbers by ``at`` (for ``since`` and pruning)
 ``bell:<id>``          channel     pub/sub: wakes the process holding session ``<id>``
+``traffic``            channel     pub/sub: every notify, for the processes that ``watch``
 =====================  ==========  =================================================================
 """
 
@@ -45,9 +50,10 @@ from __future__ import annotations
 from .catalog import Catalog
 from .notifier import RedisNotifier
 from .queue import Queue
+from .traffic import Traffic
 
 __all__ = ["RedisNotifier", "RedisStore"]
 
 
-class RedisStore(Catalog, Queue):
-    """The catalog and the queue on one Redis namespace; the contract's network engine."""
+class RedisStore(Catalog, Queue, Traffic):
+    """The catalog, the queue and the traffic log on one Redis namespace; the contract's network engine."""

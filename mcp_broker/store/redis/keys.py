@@ -40,3 +40,8 @@ class Keys:
     def bell(self, session_id: str) -> str:
         """The pub/sub channel that wakes the process holding ``session_id``."""
         return f"{self.prefix}bell:{session_id}"
+
+    @property
+    def traffic(self) -> str:
+        """The pub/sub channel every notify also publishes to, for processes that watch all traffic."""
+        return f"{self.prefix}traffic"

@@ -1,7 +1,9 @@
 """Wake-ups across machines: Redis pub/sub, one channel per session (``mb:{ns}:bell:<session id>``).
 
 A sender publishes to each recipient's channel after its write; the process holding that session
-is subscribed to its channel and wakes its long-polls. Publishing is scheduled, never awaited by
+is subscribed to its channel and wakes its long-polls. Every notify also publishes to the
+namespace's ``traffic`` channel, which processes that ``watch`` (people's tools following all
+traffic) subscribe to. Publishing is scheduled, never awaited by
 the caller, and a lost wake-up costs only latency: receivers re-check the store on a slow timer,
 and every (re)subscription wakes them once, for what was sent while no one listened.
 """
@@ -29,6 +31,7 @@ class RedisNotifier:
     def __init__(self, store: RedisBase) -> None:
         self._store = store
         self._channel: str | None = None
+        self._watching = False
         self._changed = anyio.Event()
         self._rebound = anyio.Event()
         self._reading: anyio.CancelScope | None = None
@@ -45,20 +48,33 @@ class RedisNotifier:
 
     async def bind(self, session_id: str | None) -> None:
         self._channel = None if session_id is None else self._store.keys.bell(session_id)
+        self._resubscribe()
+
+    def _channels(self) -> tuple[str, ...]:
+        bell = () if self._channel is None else (self._channel,)
+        return bell + ((self._store.keys.traffic,) if self._watching else ())
+
+    def _resubscribe(self) -> None:
         if self._reading is not None:
-            self._reading.cancel()  # ``listen`` leaves the old channel's connection
+            self._reading.cancel()  # ``listen`` leaves the old channels' connection
         self._rebound.set()
         self._rebound = anyio.Event()
 
     def notify(self, session_ids: Sequence[str]) -> None:
         channels = [self._store.keys.bell(s) for s in session_ids]
-        if self._channel in channels:
+        if self._channel in channels or self._watching:
             self.poke()
+        if self._channel in channels:
             channels.remove(self._channel)
-        if channels:
-            task = asyncio.get_running_loop().create_task(self._publish(channels))
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+        channels.append(self._store.keys.traffic)
+        task = asyncio.get_running_loop().create_task(self._publish(channels))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def watch(self) -> None:
+        if not self._watching:
+            self._watching = True
+            self._resubscribe()
 
     async def _publish(self, channels: list[str]) -> None:
         try:
@@ -81,12 +97,12 @@ class RedisNotifier:
     async def listen(self) -> None:
         delay = BACKOFF_FIRST
         while True:
-            channel, rebound = self._channel, self._rebound
-            if channel is None:
+            channels, rebound = self._channels(), self._rebound
+            if not channels:
                 await rebound.wait()
                 continue
             try:
-                await self._follow(channel)
+                await self._follow(channels)
                 delay = BACKOFF_FIRST
             except (rx.RedisError, OSError) as exc:
                 if not self._down:
@@ -96,15 +112,15 @@ class RedisNotifier:
                     await rebound.wait()
                 delay = min(delay * 2, BACKOFF_CAP)
 
-    async def _follow(self, channel: str) -> None:
-        """Subscribe to ``channel`` and poke on each message, until it is no longer the bound one."""
+    async def _follow(self, channels: tuple[str, ...]) -> None:
+        """Subscribe to ``channels`` and poke on each message, until they are no longer the ones wanted."""
         with anyio.CancelScope() as scope:
             self._reading = scope
-            if channel != self._channel:
+            if channels != self._channels():
                 return
             pubsub = self._store.client.pubsub()
             try:
-                await pubsub.subscribe(channel)
+                await pubsub.subscribe(*channels)
                 if self._down:
                     self._down = False
                     log.warning("wake-ups from Redis restored")

@@ -237,8 +237,9 @@ class Queue(RedisBase):
         return sender == sender_id and kind == "request"
 
     async def prune(self, *, before: float, now: float) -> dict[str, int]:
-        deliveries, messages, sessions = await self._run("prune", repr(before), repr(now))
-        return {"deliveries": int(deliveries), "messages": int(messages), "sessions": int(sessions)}
+        found = await self._run("prune", repr(before), repr(now))
+        names = ("deliveries", "messages", "sessions", "events")
+        return {name: int(n) for name, n in zip(names, found, strict=True)}
 
 
 def _encode_seq(seq: int) -> str:

@@ -37,10 +37,29 @@ local function finish(r, mid, now)
   redis.call('ZADD', key('done', r), now, mid)
 end
 
+-- One event in the namespace's traffic log, appended by the script that makes the change
+-- (see Store.events). ``ev`` is a stream whose ids are ``<n>-0`` for n from ``evseq``; ``evat``
+-- indexes them by time, for ``since`` and for pruning. What a filter reads (sender, protocol) is
+-- kept in the event, so a scan never opens the message.
+local function event(kind, r, mid, attempt, reason, now)
+  local n = redis.call('INCR', P .. 'evseq')
+  local m = redis.call('HMGET', key('m', mid), 'sender_id', 'protocol', 'version', 'created_at')
+  local f = {'at', now, 'k', kind, 'm', mid, 'r', r, 'a', attempt,
+    's', m[1] or '', 'p', m[2] or '', 'v', m[3] or '', 'c', m[4] or now}
+  if reason then
+    f[#f + 1] = 'why'
+    f[#f + 1] = reason
+  end
+  redis.call('XADD', P .. 'ev', n .. '-0', unpack(f))
+  redis.call('ZADD', P .. 'evat', now, n)
+end
+
 local function ack_delivery(r, mid, now)
-  redis.call('HSET', dkey(r, mid), 'state', 'acked', 'acked_at', now, 'updated_at', now)
+  local d = dkey(r, mid)
+  redis.call('HSET', d, 'state', 'acked', 'acked_at', now, 'updated_at', now)
   redis.call('ZREM', key('dead', r), mid)
   finish(r, mid, now)
+  event('acked', r, mid, redis.call('HGET', d, 'attempts'), false, now)
 end
 
 local function kill(r, mid, reason, now)
@@ -48,6 +67,30 @@ local function kill(r, mid, reason, now)
   redis.call('HSET', d, 'state', 'dead_lettered', 'reason', reason, 'updated_at', now)
   finish(r, mid, now)
   redis.call('ZADD', key('dead', r), redis.call('HGET', d, 'seq'), mid)
+  event('dead_lettered', r, mid, redis.call('HGET', d, 'attempts'), reason, now)
+end
+
+-- Back in the queue (release, replay): visible at ``visible`` (in ``later`` when ``delayed``);
+-- ``reset`` gives it fresh attempts and no expiry.
+local function put_back(r, mid, visible, delayed, reset, now)
+  local d = dkey(r, mid)
+  redis.call('HSET', d, 'state', 'queued', 'visible_at', visible, 'updated_at', now)
+  if reset then
+    redis.call('HSET', d, 'attempts', 0)
+    redis.call('HDEL', d, 'reason', 'expires_at')
+  end
+  unindex(r, mid)
+  redis.call('ZREM', key('dead', r), mid)
+  redis.call('ZREM', key('done', r), mid)
+  local fields = redis.call('HMGET', d, 'rank', 'attempts', 'expires_at')
+  if delayed then
+    redis.call('ZADD', key('later', r), visible, mid)
+  else
+    redis.call('ZADD', key('ready', r), fields[1], mid)
+  end
+  if tonumber(fields[2]) > 0 then redis.call('ZADD', key('tries', r), fields[2], mid) end
+  if fields[3] then redis.call('ZADD', key('exp', r), fields[3], mid) end
+  redis.call('SADD', P .. 'inboxes', r)
 end
 
 -- A session as a flat field list, with its depth appended when ``now`` is given; false if none.
@@ -104,5 +147,6 @@ local function add_delivery(mid, at, priority, protocol, expires, now)
   redis.call('ZADD', key('ready', r), rank, mid)
   redis.call('RPUSH', key('to', mid), r)
   redis.call('SADD', P .. 'inboxes', r)
+  event('sent', r, mid, 0, false, now)
   return r
 end

@@ -46,5 +46,6 @@ for _, mid in ipairs(picked) do
   redis.call('ZREM', ready, mid)
   redis.call('ZADD', later, untl, mid)
   redis.call('ZADD', tries, attempts, mid)
+  event('leased', r, mid, attempts, false, now)
 end
 return rows

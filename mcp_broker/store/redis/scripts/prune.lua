@@ -1,8 +1,8 @@
 -- Delete what retention no longer keeps (see Store.prune). ARGV: before, now.
--- Returns the counts: deliveries, messages, sessions.
+-- Returns the counts: deliveries, messages, sessions, events.
 local before, now = ARGV[1], ARGV[2]
 local older = '(' .. before
-local counts = {0, 0, 0}
+local counts = {0, 0, 0, 0}
 local function drop_delivery(r, mid)
   redis.call('DEL', dkey(r, mid))
   redis.call('HINCRBY', key('m', mid), 'live', -1)
@@ -60,4 +60,13 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'agreeing')) do
     end
   end
 end
+-- Events older than retention, from the log and its time index, in batches unpack can take.
+local old = redis.call('ZRANGEBYSCORE', P .. 'evat', '-inf', older)
+for i = 1, #old, 500 do
+  local ids = {}
+  for j = i, math.min(i + 499, #old) do ids[#ids + 1] = old[j] .. '-0' end
+  redis.call('XDEL', P .. 'ev', unpack(ids))
+end
+redis.call('ZREMRANGEBYSCORE', P .. 'evat', '-inf', older)
+counts[4] = #old
 return counts

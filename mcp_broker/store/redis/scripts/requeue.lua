@@ -24,23 +24,7 @@ if max_inbox and #movable > 0 then
   end
 end
 for _, mid in ipairs(movable) do
-  local d = dkey(r, mid)
-  redis.call('HSET', d, 'state', 'queued', 'visible_at', visible, 'updated_at', now)
-  if reset then
-    redis.call('HSET', d, 'attempts', 0)
-    redis.call('HDEL', d, 'reason', 'expires_at')
-  end
-  unindex(r, mid)
-  redis.call('ZREM', key('dead', r), mid)
-  redis.call('ZREM', key('done', r), mid)
-  local fields = redis.call('HMGET', d, 'rank', 'attempts', 'expires_at')
-  if delayed then
-    redis.call('ZADD', key('later', r), visible, mid)
-  else
-    redis.call('ZADD', key('ready', r), fields[1], mid)
-  end
-  if tonumber(fields[2]) > 0 then redis.call('ZADD', key('tries', r), fields[2], mid) end
-  if fields[3] then redis.call('ZADD', key('exp', r), fields[3], mid) end
-  redis.call('SADD', P .. 'inboxes', r)
+  put_back(r, mid, visible, delayed, reset, now)
+  event(reset and 'replayed' or 'released', r, mid, 0, false, now)
 end
 return {'done', states}
