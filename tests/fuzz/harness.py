@@ -355,7 +355,8 @@ class Tally:
             "{:<24}{:>8}{:>9}{:>10}{:>10}{:>13}".format("total", *(sum(c.values()) for c in counters))
         )
         for check, found in sorted(self.details.items()):
-            lines.append(f"problems of check {check!r} ({len(found)}), first: {found[0]}")
+            lines.append(f"problems of check {check!r} ({len(found)}):")
+            lines += [f"  {detail}" for detail in found[:8]]
         return "\n".join(lines)
 
 
