@@ -222,6 +222,27 @@ class _Graph:
         return done
 
 
+_DATA = frozenset({"const", "enum", "default", "examples"})  # values, not subschemas
+
+
+def check_size(schema: Any, limits: CostLimits = CostLimits()) -> None:
+    """Refuse a schema with more objects than ``max_subschemas`` (data keywords aside), cheaply.
+
+    Run before the meta-schema check, whose cost grows with every object it checks (seconds for a
+    64 KiB schema of empty objects): only a schema that passes this is worth checking further.
+    """
+    count, stack = 0, [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            count += 1
+            if count > limits.max_subschemas:
+                raise CostlySchema(f"the schema has more than {limits.max_subschemas} subschemas")
+            stack.extend(value for key, value in node.items() if key not in _DATA)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def check_cost(schema: dict[str, Any], draft: Any, max_depth: int, limits: CostLimits = CostLimits()) -> int:
     """Refuse (``CostlySchema``) a schema whose validation can cost too much; return its visit bound.
 

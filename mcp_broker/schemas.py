@@ -31,7 +31,7 @@ from referencing.exceptions import Unresolvable
 from mcp_broker import _jsonschema
 from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge, excerpt
 from mcp_broker.patterns import CostlyPattern, PatternCache
-from mcp_broker.schema_cost import CostlySchema, OutOfBudget, check_cost, counted, work_budget
+from mcp_broker.schema_cost import CostlySchema, OutOfBudget, check_cost, check_size, counted, work_budget
 
 
 @dataclass(frozen=True)
@@ -289,6 +289,10 @@ def check_schema(schema: dict[str, Any], limits: Limits) -> str:
     if not isinstance(schema, dict):
         raise InvalidSchema('the schema must be a JSON object, e.g. {"type": "object"}')
     name, draft = _draft_for(schema)
+    try:
+        check_size(schema)
+    except CostlySchema as exc:
+        raise InvalidSchema(str(exc)) from None
     try:
         # format_checker=None: the metaschema's "regex" format would compile patterns with the stdlib
         # `re`, whose syntax differs from the `regex` module that matches them; we compile those below.

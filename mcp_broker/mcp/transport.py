@@ -33,6 +33,7 @@ from .sdk import ContextSendStream, context_streams, lifespan, low_level
 logger = logging.getLogger("mcp_broker.transport")
 
 _DISCARD_CHUNK = 64 * 1024
+_EOF_GRACE_SECONDS = 2.0
 _BAD_ID = "Invalid Request: the id must be a string or an integer"
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled loop: linear, no backtracking
 _INT = re.compile(rb"-?(?:0|[1-9][0-9]*)")
@@ -214,6 +215,7 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
     # Error replies share the server's write stream, so one writer orders all frames;
     # the clone keeps it open after the server closes its end until the reader is done.
     replies_to_wire = to_wire.clone()
+    in_flight: set[Any] = set()  # ids of requests handed to the server and not answered yet
 
     async def reader() -> None:
         lines, lines_out = anyio.create_memory_object_stream[tuple[str, SessionMessage | None]](0)
@@ -225,7 +227,14 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
             async for kind, item in lines_out:
                 if kind == "eof":
                     logger.info("stdin closed; shutting down")
+                    # A request on the last line (even one without a newline) still gets its answer,
+                    # unless it takes longer than the grace a quitting host can be made to wait.
+                    with anyio.move_on_after(_EOF_GRACE_SECONDS):
+                        while in_flight:
+                            await anyio.sleep(0.01)
                     return
+                if item is not None and isinstance(item.message, types.JSONRPCRequest):
+                    in_flight.add(item.message.id)
                 if item is not None:
                     await _send(to_server if kind == "message" else replies_to_wire, item)
 
@@ -233,8 +242,11 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
         async with from_server:
             try:
                 async for session_message in from_server:
-                    frame = session_message.message.model_dump_json(by_alias=True, exclude_unset=True)
+                    message = session_message.message
+                    frame = message.model_dump_json(by_alias=True, exclude_unset=True)
                     await anyio.to_thread.run_sync(_write_frame, stdout, frame, abandon_on_cancel=True)
+                    if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
+                        in_flight.discard(message.id)
             except OSError as exc:
                 # The client is gone: stop serving, so the lifespan teardown still runs.
                 logger.warning("stdout closed (%s); shutting down", exc)

@@ -339,3 +339,17 @@ def test_scan_envelope_deep_is_iterative() -> None:
     depth = 200_000  # far past any recursion limit
     data = b'{"params":' + b"[" * depth + b"]" * depth + b', "id": "x"}'
     assert scan_envelope(data) == ("x", {"params", "id"}, True)
+
+
+@pytest.mark.e2e
+def test_a_request_on_the_last_line_without_a_newline_is_answered_before_exit(broker: Server) -> None:
+    assert broker.proc.stdin is not None
+    broker.proc.stdin.write(b'{"jsonrpc":"2.0","id":"last","method":"ping"}')  # no newline, then EOF
+    broker.proc.stdin.flush()
+    broker.proc.stdin.close()
+    _assert_error_free(broker.recv(), "last")
+    assert broker.close() == 0
+
+
+def _assert_error_free(response: dict[str, Any], request_id: Any) -> None:
+    assert response["id"] == request_id and "result" in response, response
