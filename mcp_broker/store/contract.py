@@ -2,8 +2,15 @@
 
 The domain reads a snapshot in one call, decides in pure code, then writes once; a backend never
 calls back into Python while it holds a lock or runs a script. Every operation is atomic: another
-process sees all of it or none of it. Times are Unix seconds chosen by the caller (``now``), so a
-backend never reads a clock of its own and tests can move time.
+process sees all of it or none of it.
+
+**Clocks.** Times are Unix seconds chosen by the caller (``now``, ``created_at``): a backend never
+reads a clock of its own (not even a server's), so tests can move time and every engine decides
+alike. Processes on several hosts compare each other's times (leases, expiry, heartbeats, the
+idempotency window), so those hosts need synchronised clocks (NTP): a skew of a second or two is
+harmless against the defaults (leases of 60 s, ``stale_after`` of 30 s); a larger one redelivers
+early or marks sessions stale too soon. A lease never hands out a delivery stored with a time
+later than its own ``now`` (a sender whose clock runs ahead), rather than reorder it.
 
 Rules every backend keeps (the contract suite in ``tests/contract`` checks each one):
 
@@ -20,6 +27,12 @@ Rules every backend keeps (the contract suite in ``tests/contract`` checks each 
   with reason ``max_attempts``; neither is handed out.
 - **Idempotency.** ``enqueue`` with an idempotency key that the same sender used within
   ``IDEMPOTENCY_WINDOW`` stores nothing and returns the first answer.
+- **Retries.** ``enqueue`` and ``reply`` are idempotent by message id: a message id already stored
+  stores nothing more. ``enqueue`` then answers ``stored`` with the recipients its deliveries went
+  to, ``reply`` answers True. So a call a client library retried after a lost connection (its
+  answer lost, its write done) never stores a message twice.
+- **Leased rows.** ``lease`` returns each row as the lease left it: state ``leased``, ``attempts``
+  counting this lease, ``visible_at`` when the lease runs out, ``updated_at`` the lease's ``now``.
 - **Inbox limit.** ``enqueue`` never lets a recipient's depth pass ``max_inbox``: it refuses the
   whole message (``refuse_full``) or skips that recipient (a broadcast).
 - **Ownership.** A session row names the broker instance that holds it (``owner``). Heartbeats,
@@ -38,7 +51,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .features import AppendOutcome, Charge, HistoryPage, HistoryQuery, RateState, StreamRow
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
@@ -181,7 +197,11 @@ class NewMessage:
     correlation_id: str | None = None
     reply_to: str | None = None
     idempotency_key: str | None = None
-    kind: str = "message"  # message | request | reply
+    kind: str = "message"  # message | request | reply | chunk | stream_abort
+    replay_of: str | None = None  # a copy made by replay_message of this message id
+    stream_id: str | None = None  # a stream's chunk: its stream and its place in it
+    stream_seq: int | None = None
+    last: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +246,10 @@ class InboxRow:
     updated_at: float
     recipient_id: str = ""
     recipient_name: str = ""
+    replay_of: str | None = None
+    stream_id: str | None = None
+    stream_seq: int | None = None
+    last: bool = False
 
 
 @dataclass(frozen=True)
@@ -416,8 +440,10 @@ class Store(Protocol):
         now: float,
         max_attempts: int,
         protocol: str | None = None,
+        stream_id: str | None = None,
     ) -> list[InboxRow]:
-        """Lease up to ``limit`` ready deliveries while ``owner`` holds the live session."""
+        """Lease up to ``limit`` ready deliveries (of one protocol, or one stream, when given) while
+        ``owner`` holds the live session."""
         ...
 
     async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, AckState]: ...
@@ -458,6 +484,42 @@ class Store(Protocol):
         ...
 
     async def overview(self, now: float) -> Overview: ...
+
+    # message features (features.py has their values and rules)
+    async def open_stream(self, stream: StreamRow, *, max_open: int) -> bool:
+        """Store a new open stream; False (nothing stored) when the sender has ``max_open`` open."""
+        ...
+
+    async def append_chunk(
+        self, message: NewMessage, target: Target, *, max_chunks: int, max_inbox: int
+    ) -> AppendOutcome:
+        """Number ``message`` (``stream_id`` set, ``stream_seq`` ignored) and store it for the stream's
+        recipient; with ``message.last``, the stream is closed by the same step."""
+        ...
+
+    async def end_stream(
+        self, stream_id: str, sender_id: str, *, reason: str, now: float, notice: NewMessage
+    ) -> bool:
+        """Abort an open stream of this sender with ``reason``: dead-letter its chunks not yet
+        leased and store ``notice`` for the recipient. False when it was not open (or not theirs)."""
+        ...
+
+    async def stream(self, stream_id: str) -> StreamRow | None: ...
+    async def idle_streams(self, *, before: float, limit: int) -> list[StreamRow]:
+        """Open streams with no append since ``before``."""
+        ...
+
+    async def charge(
+        self, session_id: str, cost: int, *, rate: float, burst: float, now: float
+    ) -> Charge: ...
+    async def rate_states(self, *, since: float) -> dict[str, RateState]:
+        """Every session's bucket as last charged, and what it sent since ``since``."""
+        ...
+
+    async def history(self, session_id: str, query: HistoryQuery) -> HistoryPage:
+        """A cursor this store did not issue raises ``ValueError``."""
+        ...
+
     async def all_dead_letters(self, *, limit: int, cursor: str | None) -> DeadLetterPage:
         """Every session's dead letters, newest first (``InboxRow.recipient_*`` says whose)."""
         ...

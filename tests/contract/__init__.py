@@ -3,4 +3,6 @@
 import pytest
 
 # The suite's asserts live outside a test_ module; have pytest explain their failures all the same.
-pytest.register_assert_rewrite("contract.store_contract", "contract.traffic_contract")
+pytest.register_assert_rewrite(
+    "contract.store_contract", "contract.traffic_contract", "contract.features_contract"
+)

@@ -11,11 +11,12 @@ import pytest
 from mcp_broker.store.contract import Store
 from mcp_broker.store.sqlite import SqliteStore
 
+from .features_contract import FeaturesContract
 from .store_contract import StoreContract, StoreFactory
 from .traffic_contract import TrafficContract
 
 
-class TestSqliteStore(StoreContract, TrafficContract):
+class TestSqliteStore(StoreContract, TrafficContract, FeaturesContract):
     @pytest.fixture
     async def store_factory(self, db_path: Path) -> AsyncIterator[StoreFactory]:
         async with AsyncExitStack() as stack:

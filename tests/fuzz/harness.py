@@ -42,12 +42,7 @@ INTERNALS = re.compile(
 
 # Cases that fail until the lead's fixes land, each with the defect of issue 9 it waits for. The one
 # place to edit: remove an entry once its fix is merged (the marks are strict, so a fixed case says so).
-NEEDS_LEAD: dict[str, str] = {
-    "strict-arguments": "needs lead's fix for defect 6 (wrong types coerced instead of refused)",
-    "squat-a-live-session-id": "needs lead's fix for defect 1 (a name equal to a live session's id)",
-    "stale-long-poll": "needs lead's fix for defect 4 (a long-poll acting after disconnect)",
-    "quiet-resource-refusals": "needs lead's fix for defect 8 (resources/read refusals log tracebacks)",
-}
+NEEDS_LEAD: dict[str, str] = {}  # case id -> the fix it waits for (strict xfail); none wait now
 
 
 def lead(case_id: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .catalog import Catalog
+from .features import Features
 from .notifier import BellNotifier
 from .replies import Replies
 from .traffic import Traffic
@@ -12,7 +13,7 @@ from .traffic import Traffic
 __all__ = ["BellNotifier", "SqliteStore"]
 
 
-class SqliteStore(Catalog, Replies, Traffic):
+class SqliteStore(Catalog, Replies, Features, Traffic):
     """The catalog, the queue and the traffic log over one SQLite file; the contract's embedded engine."""
 
     def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:

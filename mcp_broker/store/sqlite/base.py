@@ -35,8 +35,12 @@ MESSAGE_COLUMNS = """
     d.message_id, m.sender_id, s.name AS sender_name, m.broadcast, m.kind, m.protocol,
     COALESCE(d.version, m.version) AS version, COALESCE(d.payload, m.payload) AS payload,
     m.version AS sent_version, d.adapted_via, d.priority, m.created_at, d.expires_at, m.correlation_id,
-    m.reply_to, d.attempts, d.visible_at, d.state, d.reason, d.updated_at
+    m.reply_to, d.attempts, d.visible_at, d.state, d.reason, d.updated_at, m.replay_of, m.stream_id,
+    m.stream_seq, m.last
 """
+# A delivery a lease may hand out: no chunk before every earlier chunk of its stream is acked.
+IN_ORDER = """(d.stream_seq IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.stream_id = d.stream_id
+    AND p.recipient_id = d.recipient_id AND p.stream_seq < d.stream_seq AND p.state != 'acked'))"""
 
 # Waiting deliveries (queued or leased, not expired): the contract's one definition of inbox depth.
 WAITING = "state IN ('queued', 'leased') AND (expires_at IS NULL OR expires_at > :now)"

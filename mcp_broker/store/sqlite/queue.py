@@ -24,7 +24,7 @@ from ..contract import (
     StatusReport,
     Target,
 )
-from .base import DEPTH_SQL, MESSAGE_COLUMNS, WAITING, StoreBase
+from .base import DEPTH_SQL, IN_ORDER, MESSAGE_COLUMNS, WAITING, StoreBase
 from .rows import inbox_row, status_row
 from .traffic import record
 
@@ -63,6 +63,10 @@ class Queue(StoreBase):
         answer: dict[str, Any] | None,
         guard: Guard | None,
     ) -> EnqueueOutcome:
+        if db.execute("SELECT 1 FROM messages WHERE id = ?", (message.id,)).fetchone() is not None:
+            # A retry of a call whose answer was lost on the way (see the contract): stored already.
+            to = db.execute("SELECT recipient_id FROM deliveries WHERE message_id = ? ORDER BY seq", (message.id,))
+            return EnqueueOutcome(delivered_to=tuple(r[0] for r in to), stored=True)
         if guard is not None:
             row = db.execute("SELECT revision FROM sessions WHERE id = ?", (guard.recipient_id,)).fetchone()
             if row is None or row[0] != guard.revision:
@@ -100,8 +104,8 @@ class Queue(StoreBase):
     def _insert_message(db: sqlite3.Connection, message: NewMessage, result: str | None) -> None:
         db.execute(
             """INSERT INTO messages (id, sender_id, broadcast, kind, protocol, version, payload, correlation_id,
-               reply_to, priority, created_at, expires_at, idempotency_key, result)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               reply_to, priority, created_at, expires_at, idempotency_key, result, replay_of, stream_id,
+               stream_seq, last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 message.id,
                 message.sender_id,
@@ -117,6 +121,10 @@ class Queue(StoreBase):
                 message.expires_at,
                 message.idempotency_key,
                 result,
+                message.replay_of,
+                message.stream_id,
+                message.stream_seq,
+                int(message.last),
             ),
         )
 
@@ -124,7 +132,8 @@ class Queue(StoreBase):
     def _insert_deliveries(db: sqlite3.Connection, message: NewMessage, targets: Sequence[Target]) -> None:
         db.executemany(
             """INSERT INTO deliveries (message_id, recipient_id, protocol, priority, expires_at,
-               visible_at, updated_at, version, payload, adapted_via) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               visible_at, updated_at, version, payload, adapted_via, stream_id, stream_seq)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 (
                     message.id,
@@ -137,19 +146,24 @@ class Queue(StoreBase):
                     t.version,
                     t.payload,
                     t.adapted_via,
+                    message.stream_id,
+                    message.stream_seq,
                 )
                 for t in targets
             ],
         )
 
     @staticmethod
-    def _has_work(db: sqlite3.Connection, recipient_id: str, now: float, protocol: str | None) -> bool:
+    def _has_work(
+        db: sqlite3.Connection, recipient_id: str, now: float, protocol: str | None, stream_id: str | None
+    ) -> bool:
         """Whether a lease would change anything: a ready delivery, or an expired one to dead-letter
         (even under a lease). Expiry is checked across protocols, as the lease dead-letters it so."""
-        ready = "visible_at <= :now" + (" AND protocol = :protocol" if protocol is not None else "")
-        sql = f"""SELECT 1 FROM deliveries WHERE recipient_id = :r AND state IN ('queued', 'leased')
-                  AND (({ready}) OR expires_at <= :now) LIMIT 1"""
-        return db.execute(sql, {"r": recipient_id, "now": now, "protocol": protocol}).fetchone() is not None
+        ready = "d.visible_at <= :now AND " + IN_ORDER + _narrowing(protocol, stream_id)
+        sql = f"""SELECT 1 FROM deliveries d WHERE d.recipient_id = :r AND d.state IN ('queued', 'leased')
+                  AND (({ready}) OR d.expires_at <= :now) LIMIT 1"""
+        args = {"r": recipient_id, "now": now, "protocol": protocol, "stream": stream_id}
+        return db.execute(sql, args).fetchone() is not None
 
     async def lease(
         self,
@@ -161,6 +175,7 @@ class Queue(StoreBase):
         now: float,
         max_attempts: int,
         protocol: str | None = None,
+        stream_id: str | None = None,
     ) -> list[InboxRow]:
         """Lease up to ``limit`` ready messages, oldest first within priority, while ``owner`` holds
         the live session.
@@ -194,12 +209,11 @@ class Queue(StoreBase):
             )
             sql = f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
                       JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
-                      WHERE d.recipient_id = ? AND d.state IN ('queued', 'leased') AND d.visible_at <= ?"""
-            args: list[Any] = [recipient_id, now]
-            if protocol is not None:
-                sql += " AND d.protocol = ?"
-                args.append(protocol)
-            rows = db.execute(sql + " ORDER BY d.priority DESC, d.seq LIMIT ?", [*args, limit]).fetchall()
+                      WHERE d.recipient_id = :r AND d.state IN ('queued', 'leased') AND d.visible_at <= :now
+                      AND {IN_ORDER}{_narrowing(protocol, stream_id)}
+                      ORDER BY d.priority DESC, d.seq LIMIT :limit"""
+            args = {"r": recipient_id, "now": now, "protocol": protocol, "stream": stream_id, "limit": limit}
+            rows = db.execute(sql, args).fetchall()
             until = now + lease_seconds
             db.executemany(
                 """UPDATE deliveries SET state = 'leased', attempts = attempts + 1, visible_at = ?, updated_at = ?
@@ -212,12 +226,18 @@ class Queue(StoreBase):
                 EventKind.leased,
                 [(r["message_id"], recipient_id, r["attempts"] + 1, None) for r in rows],
             )
-            return [inbox_row(r, attempts=r["attempts"] + 1, visible_at=until) for r in rows]
+            return [
+                inbox_row(r, state="leased", attempts=r["attempts"] + 1, visible_at=until, updated_at=now)
+                for r in rows
+            ]
 
         def check_then_lease(patient: bool) -> list[InboxRow]:
             # A read first, in the same job: an empty inbox (the common case for a long-poll)
             # never takes the write lock.
-            if not self._retrying(self._has_work, recipient_id, now, protocol, write=False, patient=patient):
+            found = self._retrying(
+                self._has_work, recipient_id, now, protocol, stream_id, write=False, patient=patient
+            )
+            if not found:
                 return []
             return self._retrying(run, write=True, patient=patient)
 
@@ -399,3 +419,10 @@ class Queue(StoreBase):
             return counts
 
         return await self._tx(run, inline=False)  # may delete many rows
+
+
+def _narrowing(protocol: str | None, stream_id: str | None) -> str:
+    """The extra conditions of a lease narrowed to one protocol or one stream (named parameters)."""
+    return (" AND d.protocol = :protocol" if protocol is not None else "") + (
+        " AND d.stream_id = :stream" if stream_id is not None else ""
+    )

@@ -35,6 +35,8 @@ class Replies(Queue):
         """
 
         def run(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM messages WHERE id = ?", (message.id,)).fetchone() is not None:
+                return True  # a retry of a call whose answer was lost: stored already
             acked = db.execute(
                 """UPDATE deliveries SET state = 'acked', acked_at = :now, updated_at = :now
                    WHERE recipient_id = :r AND message_id = :m AND state IN ('queued', 'leased', 'dead_lettered')

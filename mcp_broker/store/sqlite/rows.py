@@ -81,6 +81,14 @@ def inbox_row(row: sqlite3.Row, **changes: Any) -> InboxRow:
         reason=row["reason"],
         updated_at=row["updated_at"],
     )
+    keys = row.keys()
+    if "replay_of" in keys:
+        values |= dict(
+            replay_of=row["replay_of"],
+            stream_id=row["stream_id"],
+            stream_seq=row["stream_seq"],
+            last=bool(row["last"]),
+        )
     return InboxRow(**(values | changes))
 
 

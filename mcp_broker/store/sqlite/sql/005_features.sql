@@ -1,0 +1,33 @@
+-- Message features: replays marked with their original, ordered streams, rate buckets, history reads.
+ALTER TABLE messages ADD COLUMN replay_of TEXT;
+ALTER TABLE messages ADD COLUMN stream_id TEXT;
+ALTER TABLE messages ADD COLUMN stream_seq INTEGER;
+ALTER TABLE messages ADD COLUMN last INTEGER NOT NULL DEFAULT 0;
+-- A chunk's delivery carries its place, so a lease can tell whether every earlier chunk is acked.
+ALTER TABLE deliveries ADD COLUMN stream_id TEXT;
+ALTER TABLE deliveries ADD COLUMN stream_seq INTEGER;
+CREATE INDEX deliveries_stream ON deliveries (stream_id, recipient_id, stream_seq) WHERE stream_id IS NOT NULL;
+-- History: what a session received (every state), and what it sent, newest first.
+CREATE INDEX deliveries_recipient ON deliveries (recipient_id, seq);
+CREATE INDEX messages_sender ON messages (sender_id, created_at);
+
+CREATE TABLE streams (
+    id           TEXT PRIMARY KEY,
+    sender_id    TEXT NOT NULL,
+    recipient_id TEXT NOT NULL,
+    protocol     TEXT NOT NULL,
+    version      TEXT NOT NULL,
+    state        TEXT NOT NULL DEFAULT 'open',   -- open | closed | aborted
+    reason       TEXT,
+    opened_at    REAL NOT NULL,
+    last_at      REAL NOT NULL,
+    chunks       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX streams_open ON streams (state, last_at) WHERE state = 'open';
+CREATE INDEX streams_sender ON streams (sender_id) WHERE state = 'open';
+
+CREATE TABLE rate_buckets (
+    session_id TEXT PRIMARY KEY,
+    tokens     REAL NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID
