@@ -49,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="spawn broker processes as three agents and print their conversation")
     config.add_arguments(demo, subcommand=True)
     demo.add_argument("--keep", action="store_true", help="keep the demo's database instead of deleting it")
-    from .ops import reader
+    from .ops import people, reader
 
     ops_cli.add_subcommands(sub, open_inbox=reader.opened, read_sessions=reader.read_sessions)
+    people.add_subcommands(sub)
     dashboard_cli.add_subcommands(sub)
     return parser
 
