@@ -539,6 +539,35 @@ class StoreContract:
         assert (await store.message_status(alice.id, [late.id])).known == set()
         assert (await send(store, late, bob.id, guard=Guard(bob.id, again.revision))).stored
 
+    async def test_an_enqueue_retried_with_its_message_id_stores_nothing_more(
+        self, store: Store, alice: SessionRow, bob: SessionRow, carol: SessionRow
+    ) -> None:
+        """A client library retries a call whose connection broke after the write: one message."""
+        m = message(alice.id, 1, broadcast=True, idempotency_key="k")
+        first = await send(store, m, bob.id, carol.id, answer={"first": True})
+        assert first == EnqueueOutcome(delivered_to=(bob.id, carol.id), stored=True)
+        (leased,) = await lease(store, bob, now=T0 + 1)
+        moved_on = await connect(store, "bob", "owner-bob-2", now=T0 + 2)  # the guard no longer holds
+        guard = Guard(bob.id, bob.revision)
+        for again in (m, replace(m, payload='{"n": 2}', created_at=T0 + 3)):  # the id decides
+            outcome = await send(store, again, bob.id, carol.id, answer={"again": True}, guard=guard)
+            assert outcome == EnqueueOutcome(delivered_to=(bob.id, carol.id), stored=True)
+        assert [r.payload for r in await store.peek(carol.id, 10, T0 + 4)] == [m.payload]
+        (still,) = await store.peek(moved_on.id, 10, T0 + 4)
+        assert (still.message_id, still.state, still.attempts) == (leased.message_id, "leased", 1)
+        report = await store.message_status(alice.id, [m.id])
+        assert [r.recipient_id for r in report.rows] == [bob.id, carol.id]
+
+    async def test_a_reply_retried_with_its_message_id_stores_nothing_more(
+        self, store: Store, alice: SessionRow, bob: SessionRow
+    ) -> None:
+        request = message(alice.id, 1, kind="request")
+        await send(store, request, bob.id)
+        answer = message(bob.id, 2, at=T0 + 1, kind="reply", correlation_id=request.id)
+        for _ in range(2):
+            assert await store.reply(bob.id, request.id, answer, Target(alice.id)) is True
+        assert ids(await store.peek(alice.id, 10, T0 + 2)) == [answer.id]
+
     # --- lease -----------------------------------------------------------------------------------
 
     async def test_lease_hands_out_by_priority_then_in_stored_order(
@@ -588,6 +617,32 @@ class StoreContract:
         assert (waiting.state, waiting.attempts) == ("leased", 1)
         (again,) = await lease(store, bob, now=T0 + 31, lease_seconds=30)
         assert (again.message_id, again.attempts, again.visible_at) == (m.id, 2, T0 + 61)
+
+    async def test_leased_rows_come_back_as_the_lease_left_them(
+        self, store: Store, alice: SessionRow, bob: SessionRow
+    ) -> None:
+        await send(store, message(alice.id), bob.id)
+        (first,) = await lease(store, bob, now=T0 + 1, lease_seconds=30)
+        assert (first.state, first.attempts, first.visible_at, first.updated_at) == (
+            "leased",
+            1,
+            T0 + 31,
+            T0 + 1,
+        )
+        (again,) = await lease(store, bob, now=T0 + 40, lease_seconds=10)  # the first lease lapsed
+        assert (again.state, again.attempts, again.visible_at, again.updated_at) == (
+            "leased",
+            2,
+            T0 + 50,
+            T0 + 40,
+        )
+        (seen,) = await store.peek(bob.id, 10, T0 + 41)
+        assert (seen.state, seen.attempts, seen.visible_at, seen.updated_at) == (
+            "leased",
+            2,
+            T0 + 50,
+            T0 + 40,
+        )
 
     async def test_a_delivery_leased_max_attempts_times_is_dead_lettered(
         self, store: Store, alice: SessionRow, bob: SessionRow

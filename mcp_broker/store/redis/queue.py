@@ -119,8 +119,11 @@ class Queue(RedisBase):
         found = await self._run(
             "lease", recipient_id, owner, limit, repr(now), repr(until), max_attempts, protocol or ""
         )
-        # Read before the lease changed them, as the contract's reference engine answers.
-        return [inbox_row(r, attempts=attempts_of(r) + 1, visible_at=until) for r in found]
+        # Read before the lease changed them: shown as the lease left them (see the contract).
+        return [
+            inbox_row(r, state="leased", attempts=attempts_of(r) + 1, visible_at=until, updated_at=now)
+            for r in found
+        ]
 
     async def ack(self, recipient_id: str, message_ids: Sequence[str], now: float) -> dict[str, AckState]:
         ids = list(dict.fromkeys(message_ids))

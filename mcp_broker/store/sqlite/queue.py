@@ -65,7 +65,9 @@ class Queue(StoreBase):
     ) -> EnqueueOutcome:
         if db.execute("SELECT 1 FROM messages WHERE id = ?", (message.id,)).fetchone() is not None:
             # A retry of a call whose answer was lost on the way (see the contract): stored already.
-            to = db.execute("SELECT recipient_id FROM deliveries WHERE message_id = ? ORDER BY seq", (message.id,))
+            to = db.execute(
+                "SELECT recipient_id FROM deliveries WHERE message_id = ? ORDER BY seq", (message.id,)
+            )
             return EnqueueOutcome(delivered_to=tuple(r[0] for r in to), stored=True)
         if guard is not None:
             row = db.execute("SELECT revision FROM sessions WHERE id = ?", (guard.recipient_id,)).fetchone()
