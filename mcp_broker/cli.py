@@ -101,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         anyio.run(_serve, settings)
     except* BrokerError as group:  # e.g. the database cannot be opened: say so, exit non-zero
-        for error in group.exceptions:
+        for error in _leaves(group):  # a refusal inside the server's task groups comes nested
             logging.getLogger(__name__).error("%s", error)
         sys.exit(1)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for sub in error.exceptions for leaf in _leaves(sub)]
+    return [error]

@@ -170,8 +170,11 @@ async def _tail(args: argparse.Namespace, views: Views) -> None:
                 async for _ in signals:
                     tg.cancel_scope.cancel()
 
+            def ready() -> None:
+                print(f"following {views.store.url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
             async def follow() -> None:
-                await tail.follow(views.store, notifier, what, emit)
+                await tail.follow(views.store, notifier, what, emit, ready=ready)
 
             tg.start_soon(stop_on_signal)
             tg.start_soon(follow)

@@ -67,12 +67,15 @@ async def follow(
     emit: Callable[[Event], None],
     *,
     recheck: float = RECHECK_SECONDS,
+    ready: Callable[[], None] = lambda: None,
 ) -> None:
-    """Emit every event from the start until cancelled."""
+    """Emit every event from the start until cancelled; ``ready`` is called once following has begun
+    (what comes later is not missed)."""
     await notifier.watch()
     async with anyio.create_task_group() as tg:
         tg.start_soon(notifier.listen)
         cursor, backlog = await start_cursor(store, what)
+        ready()
         for event in backlog:
             emit(event)
         query = EventQuery(session_id=what.session_id, protocol=what.protocol, limit=PAGE)
