@@ -9,11 +9,12 @@ import pytest
 
 from mcp_broker.store.contract import Store
 
+from .features_contract import FeaturesContract
 from .store_contract import StoreContract, StoreFactory
 from .traffic_contract import TrafficContract
 
 
-class TestRedisStore(StoreContract, TrafficContract):
+class TestRedisStore(StoreContract, TrafficContract, FeaturesContract):
     @pytest.fixture
     async def store_factory(self, redis_url: str) -> AsyncIterator[StoreFactory]:
         from mcp_broker.store.redis import RedisStore

@@ -21,7 +21,8 @@ key                    type        holds
 ``agreeing``           set         session ids with agreements (for pruning)
 ``seq``                string      the global sequence (INCR): the store order of deliveries
 ``m:<m>``              hash        the message (sender, protocol, version, payload, ...; ``live``:
-                                   how many of its deliveries remain)
+                                   how many of its deliveries remain; ``pos``: its place in ``mseq``)
+``mseq``               string      the order messages were stored in (INCR), for history
 ``to:<m>``             list        its recipients, in the order their deliveries were stored
 ``msgs``               zset        message ids by created_at (for pruning)
 ``rp:<request id>``    list        replies to a request (``take_reply``)
@@ -40,6 +41,14 @@ key                    type        holds
 ``ev``                 stream      the traffic log: one entry ``<n>-0`` per change of a delivery
                                    (at, kind, message, sender, recipient, protocol, version, ...)
 ``evat``               zset        event numbers by ``at`` (for ``since`` and pruning)
+``hist:<id>``          zset        message ids the session sent or received, by ``pos``
+``st:<id>``            hash        a stream (sender, recipient, state, chunks, last_at, ...)
+``sc:<id>``            hash        its chunks: number -> message id
+``stopen:<sender>``    set         the sender's open streams
+``stidle``             zset        open streams by their last append
+``stdone``             zset        closed or aborted streams by when they ended (for pruning)
+``rb:<id>``            hash        a session's rate bucket (tokens, updated_at)
+``buckets``            set         the sessions with a bucket
 ``bell:<id>``          channel     pub/sub: wakes the process holding session ``<id>``
 ``traffic``            channel     pub/sub: every notify, for the processes that ``watch``
 =====================  ==========  =================================================================
@@ -48,6 +57,7 @@ key                    type        holds
 from __future__ import annotations
 
 from .catalog import Catalog
+from .features import Features
 from .notifier import RedisNotifier
 from .queue import Queue
 from .traffic import Traffic
@@ -55,5 +65,6 @@ from .traffic import Traffic
 __all__ = ["RedisNotifier", "RedisStore"]
 
 
-class RedisStore(Catalog, Queue, Traffic):
-    """The catalog, the queue and the traffic log on one Redis namespace; the contract's network engine."""
+class RedisStore(Catalog, Queue, Traffic, Features):
+    """The catalog, the queue, the traffic log and the message features on one Redis namespace; the
+    contract's network engine."""

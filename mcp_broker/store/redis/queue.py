@@ -19,18 +19,17 @@ from ..contract import (
     RequeueOutcome,
     RequeueState,
     StatusReport,
-    StatusRow,
     Target,
 )
 from .base import RedisBase
-from .rows import attempts_of, inbox_row
+from .rows import attempts_of, inbox_row, status_row
 
 # Server-side lifetime of an idempotency key: the window by the callers' clocks decides; this
 # only lets Redis drop keys that can no longer match.
 IDEMPOTENCY_TTL = int(IDEMPOTENCY_WINDOW + 3600)
 
 
-def _message_fields(message: NewMessage) -> list[str]:
+def message_fields(message: NewMessage) -> list[str]:
     """The message as (field, value) pairs, leaving out what is not set."""
     values: dict[str, Any] = {
         "sender_id": message.sender_id,
@@ -45,11 +44,15 @@ def _message_fields(message: NewMessage) -> list[str]:
         "correlation_id": message.correlation_id,
         "reply_to": message.reply_to,
         "idempotency_key": message.idempotency_key,
+        "replay_of": message.replay_of,
+        "stream_id": message.stream_id,
+        "stream_seq": message.stream_seq,
+        "last": 1 if message.last else None,
     }
     return [str(x) for k, v in values.items() if v is not None for x in (k, v)]
 
 
-def _targets(targets: Sequence[Target]) -> list[str]:
+def target_args(targets: Sequence[Target]) -> list[str]:
     return [
         part
         for t in targets
@@ -57,7 +60,7 @@ def _targets(targets: Sequence[Target]) -> list[str]:
     ]
 
 
-def _expires(message: NewMessage) -> str:
+def expires_arg(message: NewMessage) -> str:
     return "" if message.expires_at is None else repr(message.expires_at)
 
 
@@ -74,7 +77,7 @@ class Queue(RedisBase):
         answer: dict[str, Any] | None = None,
         guard: Guard | None = None,
     ) -> EnqueueOutcome:
-        fields = _message_fields(message)
+        fields = message_fields(message)
         found = await self._run(
             "enqueue",
             message.id,
@@ -87,13 +90,13 @@ class Queue(RedisBase):
             max_inbox,
             int(refuse_full),
             repr(message.created_at),
-            _expires(message),
+            expires_arg(message),
             message.priority,
             message.protocol,
             IDEMPOTENCY_TTL,
             len(fields) // 2,
             *fields,
-            *_targets(targets),
+            *target_args(targets),
         )
         if found[0] == "conflict":
             raise Conflict("the recipient reconnected since the send was decided")
@@ -114,10 +117,19 @@ class Queue(RedisBase):
         now: float,
         max_attempts: int,
         protocol: str | None = None,
+        stream_id: str | None = None,
     ) -> list[InboxRow]:
         until = now + lease_seconds
         found = await self._run(
-            "lease", recipient_id, owner, limit, repr(now), repr(until), max_attempts, protocol or ""
+            "lease",
+            recipient_id,
+            owner,
+            limit,
+            repr(now),
+            repr(until),
+            max_attempts,
+            protocol or "",
+            stream_id or "",
         )
         # Read before the lease changed them: shown as the lease left them (see the contract).
         return [
@@ -180,29 +192,7 @@ class Queue(RedisBase):
 
     async def message_status(self, sender_id: str, message_ids: Sequence[str]) -> StatusReport:
         known, found = await self._run("status", sender_id, *dict.fromkeys(message_ids))
-        rows = []
-        for r in sorted(found, key=lambda r: int(r[7])):
-            mid, broadcast, protocol, version, created, rid, rname = r[:7]
-            _, state, reason, attempts, visible, expires, updated, acked, delivered = r[7:]
-            rows.append(
-                StatusRow(
-                    message_id=mid,
-                    broadcast=broadcast == "1",
-                    protocol=protocol,
-                    version=version,
-                    created_at=float(created),
-                    recipient_id=rid,
-                    recipient_name=rname or rid,
-                    state=state,
-                    reason=reason,
-                    attempts=int(attempts),
-                    visible_at=float(visible),
-                    expires_at=None if expires is None else float(expires),
-                    updated_at=float(updated),
-                    acked_at=None if acked is None else float(acked),
-                    delivered_version=delivered or version,
-                )
-            )
+        rows = [status_row(r) for r in sorted(found, key=lambda r: int(r[7]))]
         return StatusReport(rows, set(known))
 
     async def request_for_reply(self, recipient_id: str, message_id: str) -> InboxRow | None:
@@ -210,7 +200,7 @@ class Queue(RedisBase):
         return None if found is None else inbox_row(found)
 
     async def reply(self, recipient_id: str, request_id: str, message: NewMessage, target: Target) -> bool:
-        fields = _message_fields(message)
+        fields = message_fields(message)
         stored = await self._run(
             "reply",
             recipient_id,
@@ -219,10 +209,10 @@ class Queue(RedisBase):
             repr(message.created_at),
             message.priority,
             message.protocol,
-            _expires(message),
+            expires_arg(message),
             len(fields) // 2,
             *fields,
-            *_targets([target]),
+            *target_args([target]),
         )
         return bool(stored)
 

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..contract import AdapterRow, InboxRow, ProtocolRow, SessionRow
+from ..contract import AdapterRow, InboxRow, ProtocolRow, SessionRow, StatusRow
 
 # A session's JSON fields are read on every send and rarely change, so each distinct text is
 # parsed once. The parsed values are shared between rows: read them, never change them.
@@ -87,5 +87,32 @@ def inbox_row(found: Sequence[Any], **changes: Any) -> InboxRow:
         state=d["state"],
         reason=d.get("reason"),
         updated_at=float(d["updated_at"]),
+        replay_of=m.get("replay_of"),
+        stream_id=m.get("stream_id"),
+        stream_seq=int(m["stream_seq"]) if "stream_seq" in m else None,
+        last=m.get("last") == "1",
     )
     return InboxRow(**(values | changes))
+
+
+def status_row(found: Sequence[Any]) -> StatusRow:
+    """A delivery as ``status_row`` in ``_lib.lua`` returns it."""
+    mid, broadcast, protocol, version, created, rid, rname = found[:7]
+    _, state, reason, attempts, visible, expires, updated, acked, delivered = found[7:]
+    return StatusRow(
+        message_id=mid,
+        broadcast=broadcast == "1",
+        protocol=protocol,
+        version=version,
+        created_at=float(created),
+        recipient_id=rid,
+        recipient_name=rname or rid,
+        state=state,
+        reason=reason,
+        attempts=int(attempts),
+        visible_at=float(visible),
+        expires_at=_float(expires),
+        updated_at=float(updated),
+        acked_at=_float(acked),
+        delivered_version=delivered or version,
+    )

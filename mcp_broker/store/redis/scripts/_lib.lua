@@ -116,11 +116,15 @@ local function inbox_row(r, mid)
 end
 
 -- Store a message from ARGV[first .. first + 2 * nfields - 1] (field, value pairs).
+-- ``pos`` is the order messages were stored in (``mseq``): what history pages by, in the
+-- sender's ``hist:<id>`` and each recipient's.
 local function store_message(mid, first, nfields, live, now)
   local m = key('m', mid)
   redis.call('HSET', m, unpack(ARGV, first, first + 2 * nfields - 1))
-  redis.call('HSET', m, 'live', live)
+  local pos = redis.call('INCR', P .. 'mseq')
+  redis.call('HSET', m, 'live', live, 'pos', pos)
   redis.call('ZADD', P .. 'msgs', now, mid)
+  redis.call('ZADD', key('hist', redis.call('HGET', m, 'sender_id')), pos, mid)
   local kind, corr = unpack(redis.call('HMGET', m, 'kind', 'correlation_id'))
   if kind == 'reply' and corr then
     redis.call('RPUSH', key('rp', corr), mid)
@@ -144,9 +148,41 @@ local function add_delivery(mid, at, priority, protocol, expires, now)
   for i = 1, 3 do
     if ARGV[at + i] ~= '' then redis.call('HSET', d, names[i], ARGV[at + i]) end
   end
+  -- A stream's chunk carries its place, for the lease's in-order rule (``in_order``).
+  local m = redis.call('HMGET', key('m', mid), 'stream_id', 'stream_seq', 'pos')
+  if m[1] then redis.call('HSET', d, 'stream_id', m[1]) end
+  if m[2] then redis.call('HSET', d, 'stream_seq', m[2]) end
+  redis.call('ZADD', key('hist', r), m[3], mid)
   redis.call('ZADD', key('ready', r), rank, mid)
   redis.call('RPUSH', key('to', mid), r)
   redis.call('SADD', P .. 'inboxes', r)
   event('sent', r, mid, 0, false, now)
   return r
+end
+
+-- Whether a stream's chunk may be handed out: every earlier chunk of its stream still stored is
+-- acked. Chunks are leased one at a time in order, so the nearest earlier one that is still there
+-- decides: it was acked only once everything before it was.
+local function in_order(r, stream, seq)
+  if not seq then return true end
+  local chunks = key('sc', stream)
+  for n = tonumber(seq) - 1, 1, -1 do
+    local mid = redis.call('HGET', chunks, n)
+    local state = mid and redis.call('HGET', dkey(r, mid), 'state')
+    if state then return state == 'acked' end
+  end
+  return true
+end
+
+-- One delivery for message_status and history: message id, broadcast, protocol, version,
+-- created_at, recipient, recipient name, then the delivery's ``STATUS`` fields; false if none.
+local STATUS = {'seq', 'state', 'reason', 'attempts', 'visible_at', 'expires_at', 'updated_at',
+  'acked_at', 'version'}
+local function status_row(mid, r)
+  local d = redis.call('HMGET', dkey(r, mid), unpack(STATUS))
+  if not d[1] then return false end
+  local m = redis.call('HMGET', key('m', mid), 'broadcast', 'protocol', 'version', 'created_at')
+  local row = {mid, m[1], m[2], m[3], m[4], r, redis.call('HGET', key('s', r), 'name')}
+  for f = 1, #STATUS do row[#row + 1] = d[f] end
+  return row
 end

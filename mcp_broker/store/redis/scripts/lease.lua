@@ -1,8 +1,9 @@
 -- Lease up to ``limit`` ready deliveries while ``owner`` holds the live session (see Store.lease).
--- ARGV: recipient, owner, limit, now, lease until, max_attempts, protocol ('' for any).
--- The rows are read before the lease changes them; the caller applies the new attempts and lease.
+-- ARGV: recipient, owner, limit, now, lease until, max_attempts, protocol ('' for any), stream
+-- ('' for any). The rows are read before the lease changes them; the caller shows the lease's changes.
 local r, owner = ARGV[1], ARGV[2]
 local limit, now, untl, max_attempts, protocol = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local stream = ARGV[8]
 local held = redis.call('HMGET', key('s', r), 'owner', 'disconnected_at')
 if held[1] ~= owner or held[2] then
   return {}
@@ -30,8 +31,9 @@ while #picked < limit do
   local page = redis.call('ZRANGE', ready, start, start + 99)
   if #page == 0 then break end
   for _, mid in ipairs(page) do
-    local d = redis.call('HMGET', dkey(r, mid), 'protocol', 'visible_at')
-    if #picked < limit and (protocol == '' or d[1] == protocol) and tonumber(d[2]) <= tonumber(now) then
+    local d = redis.call('HMGET', dkey(r, mid), 'protocol', 'visible_at', 'stream_id', 'stream_seq')
+    if #picked < limit and (protocol == '' or d[1] == protocol) and (stream == '' or d[3] == stream)
+        and tonumber(d[2]) <= tonumber(now) and in_order(r, d[3], d[4]) then
       picked[#picked + 1] = mid
     end
   end

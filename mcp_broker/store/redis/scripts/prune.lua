@@ -27,10 +27,14 @@ for _, r in ipairs(redis.call('SMEMBERS', P .. 'inboxes')) do
 end
 for _, mid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'msgs', '-inf', older)) do
   local m = key('m', mid)
-  local live, kind, corr = unpack(redis.call('HMGET', m, 'live', 'kind', 'correlation_id'))
+  local live, kind, corr, sender = unpack(redis.call('HMGET', m, 'live', 'kind', 'correlation_id', 'sender_id'))
   if not live or tonumber(live) <= 0 then
     if kind == 'reply' and corr then
       redis.call('LREM', key('rp', corr), 0, mid)
+    end
+    if sender then redis.call('ZREM', key('hist', sender), mid) end
+    for _, r in ipairs(redis.call('LRANGE', key('to', mid), 0, -1)) do
+      redis.call('ZREM', key('hist', r), mid)
     end
     redis.call('DEL', m, key('to', mid))
     redis.call('ZREM', P .. 'msgs', mid)
@@ -42,7 +46,8 @@ for i = 1, #names, 2 do
   local id = names[i + 1]
   local last_seen = redis.call('HGET', key('s', id), 'last_seen')
   if last_seen and tonumber(last_seen) < tonumber(before) and depth(id, now) == 0 then
-    redis.call('DEL', key('s', id))
+    redis.call('DEL', key('s', id), key('hist', id), key('rb', id))
+    redis.call('SREM', P .. 'buckets', id)
     redis.call('HDEL', P .. 'names', names[i])
     counts[3] = counts[3] + 1
   end
@@ -60,6 +65,11 @@ for _, id in ipairs(redis.call('SMEMBERS', P .. 'agreeing')) do
     end
   end
 end
+-- Streams closed or aborted before retention, with their chunks' numbering.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'stdone', '-inf', older)) do
+  redis.call('DEL', key('st', id), key('sc', id))
+end
+redis.call('ZREMRANGEBYSCORE', P .. 'stdone', '-inf', older)
 -- Events older than retention, from the log and its time index, in batches unpack can take.
 local old = redis.call('ZRANGEBYSCORE', P .. 'evat', '-inf', older)
 for i = 1, #old, 500 do
