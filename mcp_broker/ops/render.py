@@ -51,7 +51,9 @@ def _short_time(stamp: str | None) -> str | None:
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     out = Table(title=title, title_justify="left", header_style="bold", show_edge=False, pad_edge=False)
     for column in columns:
-        out.add_column(column, overflow="fold")
+        out.add_column(
+            column, overflow="ellipsis" if column == "payload" else "fold", no_wrap=column == "payload"
+        )
     for row in rows:
         out.add_row(*(value if isinstance(value, Text) else _cell(value) for value in row))
     return out
