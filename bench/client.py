@@ -38,6 +38,8 @@ def broker_env(db: Path, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")}
     env["MCP_BROKER_DB"] = str(db)
     env["MCP_BROKER_LOG_LEVEL"] = "WARNING"  # errors still reach the log file; INFO would cost time
+    # The benchmark's agents are programs measuring the broker, not models: no per-session rate limit.
+    env["MCP_BROKER_RATE_PER_SECOND"] = env["MCP_BROKER_RATE_BURST"] = "1000000000"
     for key, value in settings.items():
         env["MCP_BROKER_" + key.upper()] = str(value)
     return env

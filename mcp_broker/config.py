@@ -45,6 +45,12 @@ class Settings:
     max_schema_bytes: int = 64 * 1024
     max_depth: int = 64
     retention_days: float = 7.0
+    history_retention_days: float = 7.0
+    rate_per_second: float = 20.0
+    rate_burst: float = 200.0
+    max_open_streams: int = 16
+    max_stream_chunks: int = 100_000
+    stream_idle_seconds: float = 300.0
     lock_timeout: float = 10.0
     host_id: str = ""  # empty: the machine's hostname
     tools: str = "all"
@@ -67,7 +73,13 @@ FIELDS: dict[str, tuple[type, str]] = {
     "max_payload_bytes": (int, "largest payload, serialized as JSON"),
     "max_schema_bytes": (int, "largest protocol schema, serialized as JSON"),
     "max_depth": (int, "deepest JSON nesting accepted in payloads and schemas"),
-    "retention_days": (float, "days to keep acked messages and long-disconnected sessions"),
+    "retention_days": (float, "days to keep long-disconnected sessions (and, by default, finished messages)"),
+    "history_retention_days": (float, "days the history keeps finished messages and their events"),
+    "rate_per_second": (float, "messages a session may send per second, on average (a token bucket)"),
+    "rate_burst": (float, "messages a session may send at once before the rate applies"),
+    "max_open_streams": (int, "open streams one session may hold at once"),
+    "max_stream_chunks": (int, "chunks one stream may carry"),
+    "stream_idle_seconds": (float, "seconds without a chunk before an open stream is aborted"),
     "lock_timeout": (float, "SQLite: seconds a call waits for a database locked by others before STORE_BUSY"),
     "host_id": (
         str,

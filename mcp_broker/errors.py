@@ -188,6 +188,31 @@ class StoreUnavailable(BrokerError):
     code = "STORE_UNAVAILABLE"
 
 
+class RateLimited(BrokerError):
+    """The sending session used up its rate (a token bucket); nothing was stored. Retry after
+    ``retry_after_seconds``, which the text and the error's structured data both carry."""
+
+    code = "RATE_LIMITED"
+
+
+class TooManyStreams(BrokerError):
+    """The session already holds the configured maximum of open streams; close or abort one."""
+
+    code = "TOO_MANY_STREAMS"
+
+
+class StreamNotOpen(BrokerError):
+    """No open stream of this session has this id: unknown, closed, or aborted."""
+
+    code = "STREAM_NOT_OPEN"
+
+
+class StreamTooLong(BrokerError):
+    """The stream already carries the configured maximum of chunks; close it and open another."""
+
+    code = "STREAM_TOO_LONG"
+
+
 def all_error_classes() -> list[type[BrokerError]]:
     """Every concrete error class, for the README check and the tool layer."""
     return [cls for cls in BrokerError.__subclasses__()]

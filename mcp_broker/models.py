@@ -112,6 +112,14 @@ class ProtocolSpec(Value):
     versions: str = "*"
 
 
+class RateInfo(Value):
+    sent_last_minute: int = Field(description="messages it stored in the last 60 s")
+    tokens: float = Field(
+        description="messages it may send at once now (the bucket refills at rate_per_second)"
+    )
+    limited: bool = Field(description="true while it cannot send one more")
+
+
 class SessionInfo(Value):
     session_id: str
     name: str
@@ -126,6 +134,9 @@ class SessionInfo(Value):
     pid: int | None = Field(default=None, description="process id of the broker process holding the session")
     process_alive: bool | None = Field(
         default=None, description="whether the session's process still runs (null when on another host)"
+    )
+    rate: RateInfo | None = Field(
+        default=None, description="how fast it sends, and whether it is being limited"
     )
 
 
@@ -270,6 +281,14 @@ class ReceivedMessage(Value):
     correlation_id: str | None = None
     reply_to: str | None = None
     expires_at: str | None = None
+    replay_of: str | None = Field(
+        default=None, description="a replayed copy: the id of the message it copies"
+    )
+    stream_id: str | None = Field(
+        default=None, description="a stream's chunk (kind `chunk`) or its abort notice"
+    )
+    stream_seq: int | None = Field(default=None, description="the chunk's place in its stream, from 1")
+    last: bool | None = Field(default=None, description="true on a stream's last chunk")
 
 
 class ReceiveResult(Value):

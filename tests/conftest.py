@@ -19,6 +19,9 @@ from fastmcp.client.transports import StdioTransport
 from mcp_broker.config import Settings
 from mcp_broker.domain import Broker
 
+# Tests are programs exercising the broker, not models: no rate limit unless a test sets one.
+UNLIMITED = 1e9
+
 # The ten tools of the SPEC, which every broker process must list.
 CORE_TOOLS = {
     "register_protocol",
@@ -66,7 +69,7 @@ def settings(db_path: Path, request: pytest.FixtureRequest) -> Settings:
     store = str(db_path)
     if request.config.getoption("--engine") == "redis":
         store = request.getfixturevalue("redis_url")
-    return Settings(store=store, heartbeat_interval=0.5)
+    return Settings(store=store, heartbeat_interval=0.5, rate_per_second=UNLIMITED, rate_burst=UNLIMITED)
 
 
 class Clock:
@@ -107,6 +110,7 @@ def broker_env(db: Path | str, **settings: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")}
     env["MCP_BROKER_STORE"] = str(db)
     env["MCP_BROKER_LOG_LEVEL"] = "WARNING"
+    env["MCP_BROKER_RATE_PER_SECOND"] = env["MCP_BROKER_RATE_BURST"] = str(UNLIMITED)
     for key, value in settings.items():
         env["MCP_BROKER_" + key.upper()] = str(value)
     return env

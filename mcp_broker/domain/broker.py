@@ -26,6 +26,7 @@ from .failures import public
 from .inbox import Inbox
 from .messaging import Messaging
 from .presence import LivenessProbe, LocalProcesses, Presence
+from .rates import RateLimiter
 from .requests import Requests
 from .sessions import Sessions
 
@@ -60,13 +61,32 @@ class Broker:
         self.binding = Binding(notifier)
         self.presence = Presence(settings, probe or LocalProcesses(self.identity))
         self.catalog = Catalog(store, self.binding, self.presence, clock, limits)
-        self.sessions = Sessions(store, self.binding, self.presence, self.identity, self.owner, clock)
+        self.limiter = RateLimiter(store, settings, clock)
+        self.sessions = Sessions(
+            store, self.binding, self.presence, self.identity, self.owner, clock, rates=self.limiter
+        )
         self.inbox = Inbox(store, notifier, self.binding, self.owner, settings, clock)
         self.messaging = Messaging(
-            store, notifier, self.binding, self.catalog, self.sessions, self.presence, settings, clock
+            store,
+            notifier,
+            self.binding,
+            self.catalog,
+            self.sessions,
+            self.presence,
+            self.limiter,
+            settings,
+            clock,
         )
         self.requests = Requests(
-            store, notifier, self.binding, self.catalog, self.sessions, self.messaging, self.presence, clock
+            store,
+            notifier,
+            self.binding,
+            self.catalog,
+            self.sessions,
+            self.messaging,
+            self.presence,
+            self.limiter,
+            clock,
         )
         self._inbox_listeners: list[Callable[[], Awaitable[None]]] = []
 
@@ -143,7 +163,9 @@ class Broker:
                     next_prune = time.monotonic() + PRUNE_EVERY
                     now = self.clock()
                     counts = await self.store.prune(
-                        before=now - self.settings.retention_days * 86400, now=now
+                        before=now - self.settings.history_retention_days * 86400,
+                        sessions_before=now - self.settings.retention_days * 86400,
+                        now=now,
                     )
                     if any(counts.values()):
                         log.info("pruned %s", counts)

@@ -58,6 +58,7 @@ from .checks import (
 )
 from .failures import maps_store_errors
 from .presence import Presence
+from .rates import RateLimiter
 from .sessions import Sessions, unknown_session
 
 SEND_TRIES = 5  # a recipient that keeps reconnecting while we decide
@@ -83,6 +84,7 @@ class Messaging:
         catalog: Catalog,
         sessions: Sessions,
         presence: Presence,
+        limiter: RateLimiter,
         settings: Settings,
         clock: Callable[[], float],
     ) -> None:
@@ -92,6 +94,7 @@ class Messaging:
         self.catalog = catalog
         self.sessions = sessions
         self.presence = presence
+        self.limiter = limiter
         self.max_inbox = settings.max_inbox
         self.clock = clock
         self.recheck_seconds = RECHECK_SECONDS
@@ -125,9 +128,13 @@ class Messaging:
             priority=priority_rank(priority),
             kind=kind,
         )
+        charged = False
         for _ in range(SEND_TRIES):
             snap = await self.store.snapshot(query)
             decided = await self._decide(snap, me, to, protocol, payload, version, ttl_seconds, options)
+            if not charged:  # a decision that is tried again is not charged again
+                await self.limiter.charge(me)
+                charged = True
             try:
                 outcome = await self.store.enqueue(
                     decided.message,
@@ -322,6 +329,7 @@ class Messaging:
             created_at=now,
             expires_at=expiry(now, ttl_seconds),
         )
+        await self.limiter.charge(me, len(targets))  # a broadcast costs one per recipient
         outcome = await self.store.enqueue(
             message, list(targets.values()), max_inbox=self.max_inbox, refuse_full=False
         )

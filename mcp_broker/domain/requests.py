@@ -19,6 +19,7 @@ from .failures import maps_store_errors
 from .inbox import to_received
 from .messaging import Messaging
 from .presence import Presence
+from .rates import RateLimiter
 from .sessions import Sessions
 
 
@@ -35,6 +36,7 @@ class Requests:
         sessions: Sessions,
         messaging: Messaging,
         presence: Presence,
+        limiter: RateLimiter,
         clock: Callable[[], float],
     ) -> None:
         self.store = store
@@ -44,6 +46,7 @@ class Requests:
         self.sessions = sessions
         self.messaging = messaging
         self.presence = presence
+        self.limiter = limiter
         self.clock = clock
         self.recheck_seconds = RECHECK_SECONDS
 
@@ -112,6 +115,7 @@ class Requests:
         proto = await self.catalog.protocol(request.protocol, request.sent_version)
         payload_text = self.catalog.check_reply(proto, payload)
         requester = await self.sessions.peer(request.sender_id)
+        await self.limiter.charge(me)
         now = self.clock()
         message = NewMessage(
             id=str(uuid.uuid4()),

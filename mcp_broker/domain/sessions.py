@@ -34,6 +34,7 @@ from .checks import (
 )
 from .failures import maps_store_errors
 from .presence import Presence
+from .rates import RateLimiter
 
 CLAIM_TRIES = 5  # a claim that keeps losing its compare-and-swap to others
 
@@ -54,6 +55,8 @@ class Sessions:
         identity: procs.Identity,
         owner: str,
         clock: Callable[[], float],
+        *,
+        rates: RateLimiter | None = None,
     ) -> None:
         self.store = store
         self.binding = binding
@@ -61,6 +64,7 @@ class Sessions:
         self.identity = identity
         self.owner = owner  # this broker instance, as recorded on the session it holds
         self.clock = clock
+        self.rates = rates  # shows each session's sending rate, where rate limits apply
 
     async def connect(
         self,
@@ -175,7 +179,9 @@ class Sessions:
 
     async def sessions_view(self) -> list[SessionInfo]:
         now = self.clock()
-        return [self.presence.info(r, now) for r in await self.store.list_sessions(now)]
+        rows = await self.store.list_sessions(now)
+        rates = await self.rates.infos() if self.rates is not None else {}
+        return [self.presence.info(r, now).model_copy(update={"rate": rates.get(r.id)}) for r in rows]
 
     async def peer(self, ref: str) -> SessionRow:
         """A session by id (when ``ref`` has an id's shape) or by name; UNKNOWN_SESSION otherwise."""

@@ -74,6 +74,11 @@ class Unavailable(StoreError):
     """The store cannot be reached or used (closed, unreadable, disk full, server down)."""
 
 
+class Misconfigured(Unavailable):
+    """The store is reachable but set up so that this broker must not use it (durability, ACL):
+    retrying will not help, so a broker refuses to start on it."""
+
+
 class Conflict(StoreError):
     """What a conditional write re-checked has changed since the snapshot; decide again."""
 
@@ -307,6 +312,7 @@ class EnqueueOutcome:
     delivered_to: tuple[str, ...] = ()
     full: tuple[tuple[str, int], ...] = ()  # (recipient_id, depth) not reached: the inbox is full
     stored: bool = False
+    spooled: bool = False  # stored in this machine's outbox, to be forwarded when the store is back
 
 
 @dataclass(frozen=True)
@@ -474,7 +480,9 @@ class Store(Protocol):
 
     async def take_reply(self, requester_id: str, request_id: str, now: float) -> InboxRow | None: ...
     async def sent_request(self, sender_id: str, request_id: str) -> bool: ...
-    async def prune(self, *, before: float, now: float) -> dict[str, int]:
+    async def prune(
+        self, *, before: float, now: float, sessions_before: float | None = None
+    ) -> dict[str, int]:
         """Delete finished deliveries and events older than ``before``, orphan messages, long-gone sessions."""
         ...
 

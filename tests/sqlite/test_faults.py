@@ -186,7 +186,8 @@ async def test_corrupt_page_gives_store_unavailable_per_call_and_other_calls_kee
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "broker.db"
-    async with Broker.running(Settings(store=db)) as a, Broker.running(Settings(store=db)) as b:
+    fast = Settings(store=db, rate_per_second=1e9, rate_burst=1e9)  # type: ignore[arg-type]
+    async with Broker.running(fast) as a, Broker.running(fast) as b:
         await a.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
         await a.sessions.connect("alice", CHAT)
         await b.sessions.connect("bob", CHAT)

@@ -21,6 +21,7 @@ from mcp_broker.domain.catalog import Catalog
 from mcp_broker.domain.inbox import Inbox
 from mcp_broker.domain.messaging import Messaging
 from mcp_broker.domain.presence import Presence
+from mcp_broker.domain.rates import RateLimiter
 from mcp_broker.domain.sessions import Sessions
 from mcp_broker.errors import InvalidArgument, NameTaken, NotConnected, UnknownSession
 from mcp_broker.models import SessionStatus
@@ -97,6 +98,7 @@ class Agent:
         self.catalog = Catalog(self.store, self.binding, self.presence, self.clock, schemas.Limits())
         self.sessions = Sessions(self.store, self.binding, self.presence, identity, self.owner, self.clock)
         self.inbox = Inbox(self.store, self.notifier, self.binding, self.owner, settings, self.clock)
+        self.limiter = RateLimiter(self.store, settings, self.clock)
         self.messaging = Messaging(
             self.store,
             self.notifier,
@@ -104,6 +106,7 @@ class Agent:
             self.catalog,
             self.sessions,
             self.presence,
+            self.limiter,
             settings,
             self.clock,
         )

@@ -229,8 +229,11 @@ class Queue(RedisBase):
         sender, kind = await self._command("HMGET", self.keys.message(request_id), "sender_id", "kind")
         return sender == sender_id and kind == "request"
 
-    async def prune(self, *, before: float, now: float) -> dict[str, int]:
-        found = await self._run("prune", repr(before), repr(now))
+    async def prune(
+        self, *, before: float, now: float, sessions_before: float | None = None
+    ) -> dict[str, int]:
+        cutoff = before if sessions_before is None else sessions_before
+        found = await self._run("prune", repr(before), repr(now), repr(cutoff))
         names = ("deliveries", "messages", "sessions", "events")
         return {name: int(n) for name, n in zip(names, found, strict=True)}
 

@@ -392,8 +392,11 @@ class Queue(StoreBase):
 
         return await self._tx(run, write=False)
 
-    async def prune(self, *, before: float, now: float) -> dict[str, int]:
-        """Delete what retention no longer keeps: finished deliveries, orphan messages, long-gone sessions."""
+    async def prune(
+        self, *, before: float, now: float, sessions_before: float | None = None
+    ) -> dict[str, int]:
+        """Delete what retention no longer keeps: finished deliveries, events and streams, orphan
+        messages, and sessions gone since ``sessions_before`` (default ``before``) with nothing waiting."""
 
         def run(db: sqlite3.Connection) -> dict[str, int]:
             counts = {}
@@ -410,14 +413,18 @@ class Queue(StoreBase):
                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)""",
                 (before,),
             ).rowcount
+            counts["streams"] = db.execute(
+                "DELETE FROM streams WHERE state != 'open' AND last_at < ?", (before,)
+            ).rowcount
             counts["sessions"] = db.execute(
                 f"""DELETE FROM sessions WHERE last_seen < :before AND ({DEPTH_SQL}) = 0""",
-                {"before": before, "now": now},
+                {"before": before if sessions_before is None else sessions_before, "now": now},
             ).rowcount
             db.execute(
                 "DELETE FROM agreements WHERE session_id NOT IN (SELECT id FROM sessions) "
                 "OR peer_id NOT IN (SELECT id FROM sessions)"
             )
+            db.execute("DELETE FROM rate_buckets WHERE session_id NOT IN (SELECT id FROM sessions)")
             return counts
 
         return await self._tx(run, inline=False)  # may delete many rows

@@ -1,6 +1,7 @@
--- Delete what retention no longer keeps (see Store.prune). ARGV: before, now.
+-- Delete what retention no longer keeps (see Store.prune). ARGV: before, now, sessions_before.
 -- Returns the counts: deliveries, messages, sessions, events.
 local before, now = ARGV[1], ARGV[2]
+local sessions_before = ARGV[3]
 local older = '(' .. before
 local counts = {0, 0, 0, 0}
 local function drop_delivery(r, mid)
@@ -45,7 +46,7 @@ local names = redis.call('HGETALL', P .. 'names')
 for i = 1, #names, 2 do
   local id = names[i + 1]
   local last_seen = redis.call('HGET', key('s', id), 'last_seen')
-  if last_seen and tonumber(last_seen) < tonumber(before) and depth(id, now) == 0 then
+  if last_seen and tonumber(last_seen) < tonumber(sessions_before) and depth(id, now) == 0 then
     redis.call('DEL', key('s', id), key('hist', id), key('rb', id))
     redis.call('SREM', P .. 'buckets', id)
     redis.call('HDEL', P .. 'names', names[i])

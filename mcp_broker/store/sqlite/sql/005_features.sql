@@ -7,8 +7,9 @@ ALTER TABLE messages ADD COLUMN last INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE deliveries ADD COLUMN stream_id TEXT;
 ALTER TABLE deliveries ADD COLUMN stream_seq INTEGER;
 CREATE INDEX deliveries_stream ON deliveries (stream_id, recipient_id, stream_seq) WHERE stream_id IS NOT NULL;
--- History: what a session received (every state), and what it sent, newest first.
-CREATE INDEX deliveries_recipient ON deliveries (recipient_id, seq);
+-- History reads what a session sent by this index, and what it received through the deliveries'
+-- (message_id, recipient_id) key; no index on deliveries by recipient alone, which the planner
+-- would prefer over the covering pending index that every send's depth count reads.
 CREATE INDEX messages_sender ON messages (sender_id, created_at);
 
 CREATE TABLE streams (
@@ -31,3 +32,8 @@ CREATE TABLE rate_buckets (
     tokens     REAL NOT NULL,
     updated_at REAL NOT NULL
 ) WITHOUT ROWID
+;
+-- The pending index carries a chunk's place too, so a long-poll's look for work stays index-only.
+DROP INDEX deliveries_pending;
+CREATE INDEX deliveries_pending ON deliveries (recipient_id, priority DESC, seq, expires_at, visible_at, stream_seq)
+    WHERE state IN ('queued', 'leased')

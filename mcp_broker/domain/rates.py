@@ -1,0 +1,58 @@
+"""Per-session rate limits: a token bucket in the store, charged before anything is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import Settings
+from ..errors import RateLimited
+from ..models import RateInfo
+from ..store.contract import Store
+
+WINDOW_SECONDS = 60.0  # what "current rate" counts
+
+
+class RateLimiter:
+    """Charges sends, broadcasts (per recipient), requests, replies and stream chunks."""
+
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.rate = settings.rate_per_second
+        self.burst = settings.rate_burst
+        self.clock = clock
+
+    async def charge(self, session_id: str, cost: int = 1) -> None:
+        """Take ``cost`` tokens, or refuse with RATE_LIMITED saying when to retry (nothing is taken)."""
+        if cost <= 0:
+            return
+        if cost > self.burst:
+            raise RateLimited(
+                f"this call would send {cost} messages at once; the limit is {self.burst:g} (rate_burst). "
+                "Send to fewer recipients at a time.",
+                retry_after_seconds=None,
+            )
+        charged = await self.store.charge(
+            session_id, cost, rate=self.rate, burst=self.burst, now=self.clock()
+        )
+        if not charged.allowed:
+            wait = round(charged.retry_after + 0.0005, 3)
+            raise RateLimited(
+                f"you are sending faster than {self.rate:g} messages per second (bursts up to {self.burst:g}); "
+                f"nothing was stored. Retry in {wait:g} s (retry_after_seconds).",
+                retry_after_seconds=wait,
+            )
+
+    async def infos(self) -> dict[str, RateInfo]:
+        """Every session's recent rate and whether it is limited now, for list_sessions."""
+        now = self.clock()
+        states = await self.store.rate_states(since=now - WINDOW_SECONDS)
+        return {
+            session_id: RateInfo(
+                sent_last_minute=state.sent_recently,
+                tokens=round(tokens, 3),
+                limited=tokens < 1,
+            )
+            for session_id, state in states.items()
+            if (tokens := min(self.burst, state.tokens + max(0.0, now - state.updated_at) * self.rate))
+            is not None
+        }
