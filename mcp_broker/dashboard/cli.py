@@ -23,9 +23,11 @@ if TYPE_CHECKING:  # the web stack loads only when a dashboard runs, not with ev
 log = logging.getLogger(__name__)
 
 
-def open_source(settings: config.Settings) -> AbstractAsyncContextManager[Source]:
-    """The broker's Source over the store the settings name. The one place the domain plugs in."""
-    raise NotImplementedError("the broker's dashboard Source is not wired in yet")
+def open_source(settings: config.Settings, *, follow: bool = True) -> AbstractAsyncContextManager[Source]:
+    """The broker's Source over the store the settings name; ``follow`` wakes it on every process's traffic."""
+    from .store_source import open_store_source
+
+    return open_store_source(settings, follow=follow)
 
 
 def add_subcommands(subparsers: Any) -> None:
@@ -81,7 +83,7 @@ def _metrics_command(args: argparse.Namespace, settings: config.Settings) -> int
     from .metrics import render_source
 
     async def main() -> None:
-        async with open_source(settings) as source:
+        async with open_source(settings, follow=False) as source:
             text = await render_source(source)
         sys.stdout.buffer.write(text)
         sys.stdout.flush()
@@ -90,11 +92,17 @@ def _metrics_command(args: argparse.Namespace, settings: config.Settings) -> int
 
 
 def _run_with_source(main: Callable[[], Any]) -> int:
+    from ..store import StoreUrlError
+    from ..store.contract import StoreError
+
     try:
         anyio.run(main)
-    except NotImplementedError as exc:
+    except StoreUrlError as exc:
         log.error("%s", exc)
         return 2
+    except StoreError as exc:  # the store cannot be opened or read
+        log.error("the store failed: %s", exc)
+        return 1
     except OSError as exc:  # the port is taken, the address is not ours
         log.error("cannot serve the dashboard: %s", exc)
         return 1

@@ -1,7 +1,8 @@
 """Prometheus text for the broker: a custom collector over one snapshot of the Source.
 
-Nothing is counted in this process: every figure comes from what the store holds, so any number of
-dashboards (or ``mcp-broker metrics`` runs) on one store print the same counts.
+Traffic is counted from the store's event log, not in this process, so any number of dashboards (or
+``mcp-broker metrics`` runs) on one store print the same counts; only the store errors and retries are
+this process's own.
 """
 
 from __future__ import annotations
@@ -38,15 +39,16 @@ LATENCY_BOUNDS: tuple[float, ...] = (
 STATUSES = ("active", "stale", "disconnected")
 
 _KIND_HELP = {
-    EventKind.SENT: "messages stored by their senders",
-    EventKind.DELIVERED: "deliveries made for a recipient (one per recipient of a broadcast)",
+    EventKind.SENT: "deliveries stored for a recipient (a broadcast counts once per recipient)",
     EventKind.LEASED: "deliveries handed out by a receive, every attempt counted",
     EventKind.ACKED: "deliveries acked by their recipient",
     EventKind.RELEASED: "deliveries released before their lease ran out",
-    EventKind.DEAD_LETTERED: "deliveries dead-lettered",
+    EventKind.DEAD_LETTERED: "deliveries dead-lettered after max_attempts leases without an ack",
+    EventKind.EXPIRED: "deliveries dead-lettered because their TTL ran out before an ack",
     EventKind.REPLAYED: "dead-lettered deliveries replayed",
-    EventKind.EXPIRED: "deliveries whose TTL ran out before an ack",
+    EventKind.PURGED: "dead-lettered deliveries purged",
 }
+DELIVERED_HELP = "deliveries handed to their recipient for the first time (first lease; again after a replay)"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         totals = self._snap.totals
-        protocols = sorted({protocol for protocol, _ in totals.events})
+        protocols = sorted({protocol for protocol, _ in totals.events} | set(totals.delivered))
         for kind in EventKind:
             family = CounterMetricFamily(
                 f"mcp_broker_messages_{kind.value}", _KIND_HELP[kind] + ", by protocol", labels=["protocol"]
@@ -74,6 +76,13 @@ class SnapshotCollector(Collector):
             for protocol in protocols:
                 family.add_metric([protocol], totals.events.get((protocol, kind), 0))
             yield family
+            if kind is EventKind.SENT:
+                delivered = CounterMetricFamily(
+                    "mcp_broker_messages_delivered", DELIVERED_HELP + ", by protocol", labels=["protocol"]
+                )
+                for protocol in protocols:
+                    delivered.add_metric([protocol], totals.delivered.get(protocol, 0))
+                yield delivered
 
         depth = GaugeMetricFamily(
             "mcp_broker_queue_depth", "deliveries waiting (queued or leased) per session", labels=["session"]
@@ -103,12 +112,12 @@ class SnapshotCollector(Collector):
 
         yield CounterMetricFamily(
             "mcp_broker_store_errors",
-            "store calls that failed after their retries",
+            "this process's store calls that failed after their retries",
             value=totals.store_errors,
         )
         yield CounterMetricFamily(
             "mcp_broker_store_retries",
-            "store calls retried because the store was busy",
+            "this process's store calls retried because the store was busy",
             value=totals.store_retries,
         )
 

@@ -8,22 +8,22 @@ the page formats them. Cursors are opaque strings the source hands out and takes
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal, Protocol, runtime_checkable
 
 
 class EventKind(StrEnum):
-    """What happened to a message, in the order a delivery usually sees them."""
+    """What happened to one delivery (a message for one recipient), as the store's event log says."""
 
-    SENT = "sent"  # stored by the sender (one per message, recipient empty for a broadcast)
-    DELIVERED = "delivered"  # a delivery row was made for one recipient (adapted if the versions differ)
+    SENT = "sent"  # stored for a recipient (a broadcast makes one per recipient), adapted if versions differ
     LEASED = "leased"  # handed out by a receive; attempt counts from 1
     ACKED = "acked"
     RELEASED = "released"  # given back before its lease ran out
-    DEAD_LETTERED = "dead_lettered"  # reason says why
+    DEAD_LETTERED = "dead_lettered"  # leased max_attempts times without an ack; reason says so
+    EXPIRED = "expired"  # dead-lettered because its TTL ran out before an ack
     REPLAYED = "replayed"  # taken out of the dead letters and queued again
-    EXPIRED = "expired"  # its TTL ran out before an ack
+    PURGED = "purged"  # a dead letter deleted for good
 
 
 CompatMode = Literal["direct", "adapted", "none"]
@@ -161,7 +161,8 @@ class ActionOutcome:
 @dataclass(frozen=True)
 class MinuteCounts:
     minute: float  # the minute's start
-    sent_by_protocol: Mapping[str, int]
+    sent_by_protocol: Mapping[str, int]  # deliveries stored (a broadcast counts once per recipient)
+    by_kind: Mapping[str, int] = field(default_factory=dict)  # every event of the minute, by kind
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Stats:
     per_minute: tuple[MinuteCounts, ...]
     queue_depth: tuple[DepthSample, ...]
     latency: tuple[LatencyPoint, ...]
+    partial: bool = False  # the window held more events than one read takes: the newest minutes are missing
 
 
 @dataclass(frozen=True)
@@ -201,12 +203,14 @@ class LatencyHistogram:
 class Totals:
     """Everything the store still holds, counted for Prometheus counters.
 
-    ``events`` counts by (protocol, kind) every event since the store began (or as far back as its
-    retention keeps them: a count that shrinks after a prune reads as a counter reset to Prometheus).
+    ``events`` counts by (protocol, kind) every event since the store began, as far back as its
+    retention keeps them; a source that stays up keeps counting past later prunes, so its counts only grow.
+    ``store_errors`` and ``store_retries`` are this process's own calls: the store keeps no such count.
     """
 
     events: Mapping[tuple[str, EventKind], int]
     latency: LatencyHistogram
+    delivered: Mapping[str, int] = field(default_factory=dict)  # by protocol: first leases of a delivery
     store_errors: int = 0  # store calls that failed after their retries
     store_retries: int = 0  # store calls retried because the store was busy
 

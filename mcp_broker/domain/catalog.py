@@ -29,7 +29,16 @@ from ..models import (
     RegisterResult,
     iso,
 )
-from ..store.contract import AdapterRow, Added, ProtocolRow, SessionRow, SnapshotQuery, Store, Target
+from ..store.contract import (
+    AdapterRow,
+    Added,
+    ProtocolRow,
+    SessionRow,
+    Snapshot,
+    SnapshotQuery,
+    Store,
+    Target,
+)
 from ..text import check_display_text
 from .binding import Binding
 from .checks import MAX_PAGE, check_range, check_short_texts, decode_cursor, encode_cursor
@@ -43,6 +52,39 @@ def accepted_range(row: SessionRow, protocol: str) -> versions.VersionRange | No
         if spec["name"] == protocol:
             return versions.parse_range(spec["versions"])
     return None
+
+
+def compatibility_tables(
+    snap: Snapshot, live: Sequence[SessionRow], protocol: str | None = None
+) -> list[ProtocolCompatibility]:
+    """Per protocol the ``live`` sessions speak (or just ``protocol``): for every ordered pair of them,
+    a common version (direct), a route through the snapshot's adapters (adapted), or none."""
+    live = sorted(live, key=lambda r: r.name)
+    names = sorted({p["name"] for r in live for p in r.protocols} if protocol is None else {protocol})
+    tables = []
+    for name in names:
+        speakers = [(r, rng) for r in live if (rng := accepted_range(r, name)) is not None]
+        known = list(snap.versions.get(name, {}))
+        edges = [(a.from_version, a.to_version) for a in snap.adapters.get(name, [])]
+        pairs = []
+        for sender, mine in speakers:
+            for recipient, theirs in speakers:
+                if sender.id == recipient.id:
+                    continue
+                best = versions.highest_common(known, mine, theirs)
+                route = None if best else routing.sending_version(known, mine, theirs, edges)
+                pairs.append(
+                    CompatibilityPair(
+                        sender=sender.name,
+                        recipient=recipient.name,
+                        mode="direct" if best else "adapted" if route else "none",
+                        path=[best] if best else route.path if route else [],
+                    )
+                )
+        tables.append(
+            ProtocolCompatibility(protocol=name, sessions=[r.name for r, _ in speakers], pairs=pairs)
+        )
+    return tables
 
 
 @maps_store_errors
@@ -201,32 +243,7 @@ class Catalog:
         )
         now = self.clock()
         live = [r for r in snap.sessions.values() if self.presence.is_live(r, now)]
-        live.sort(key=lambda r: r.name)
-        names = sorted({p["name"] for r in live for p in r.protocols} if protocol is None else {protocol})
-        tables = []
-        for name in names:
-            speakers = [(r, rng) for r in live if (rng := accepted_range(r, name)) is not None]
-            known = list(snap.versions.get(name, {}))
-            edges = [(a.from_version, a.to_version) for a in snap.adapters.get(name, [])]
-            pairs = []
-            for sender, mine in speakers:
-                for recipient, theirs in speakers:
-                    if sender.id == recipient.id:
-                        continue
-                    best = versions.highest_common(known, mine, theirs)
-                    route = None if best else routing.sending_version(known, mine, theirs, edges)
-                    pairs.append(
-                        CompatibilityPair(
-                            sender=sender.name,
-                            recipient=recipient.name,
-                            mode="direct" if best else "adapted" if route else "none",
-                            path=[best] if best else route.path if route else [],
-                        )
-                    )
-            tables.append(
-                ProtocolCompatibility(protocol=name, sessions=[r.name for r, _ in speakers], pairs=pairs)
-            )
-        return CompatibilityMatrix(protocols=tables)
+        return CompatibilityMatrix(protocols=compatibility_tables(snap, live, protocol))
 
     # --- used by the other parts ------------------------------------------------------------
 

@@ -327,27 +327,18 @@ def demo_source() -> FakeSource:
     )
     mid = "5e7d0001-0000-4000-8000-000000000001"
     t = now - 20
-    source.add_event(EventKind.SENT, mid, at=t)
     source.add_event(
-        EventKind.DELIVERED,
+        EventKind.SENT,
         mid,
-        at=t + 0.001,
+        at=t,
         delivered_version="2.0.0",
         adapter_path=("1.0.0", "1.1.0", "2.0.0"),
     )
     source.add_event(EventKind.LEASED, mid, at=t + 0.012, delivered_version="2.0.0", attempt=1)
     source.add_event(EventKind.ACKED, mid, at=t + 0.4, delivered_version="2.0.0", attempt=1)
-    source.add_event(
-        EventKind.SENT,
-        "c4a70001-0000-4000-8000-000000000002",
-        at=t + 3,
-        sender="ci",
-        recipient=None,
-        protocol="chat",
-    )
-    for i, who in enumerate(("author", "reviewer")):
+    for i, who in enumerate(("author", "reviewer")):  # a broadcast: one delivery per recipient
         source.add_event(
-            EventKind.DELIVERED,
+            EventKind.SENT,
             "c4a70001-0000-4000-8000-000000000002",
             at=t + 3.001 + i / 1000,
             sender="ci",

@@ -46,7 +46,7 @@ def test_a_new_event_shows_in_the_traffic_view_within_a_second(
     assert backlog == len(dash.source.events)
 
     # A message's story: its adapter path and every step.
-    page.click("#traffic-table tr.kind-delivered[data-message^='5e7d0001']")
+    page.click("#traffic-table tr.kind-sent[data-message^='5e7d0001']")
     story = page.locator("#story")
     story.wait_for()
     page.wait_for_selector("#story .timeline li")

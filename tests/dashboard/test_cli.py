@@ -23,7 +23,7 @@ def wired(monkeypatch: pytest.MonkeyPatch, fake: FakeSource) -> list[Settings]:
     opened: list[Settings] = []
 
     @asynccontextmanager
-    async def open_source(settings: Settings) -> AsyncIterator[FakeSource]:
+    async def open_source(settings: Settings, *, follow: bool = True) -> AsyncIterator[FakeSource]:
         opened.append(settings)
         yield fake
 
@@ -47,13 +47,13 @@ def test_metrics_prints_the_text_once(
     assert wired[0].store == "/tmp/some.db"
 
 
-def test_without_a_source_the_commands_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_store_no_engine_serves_is_refused_saying_so(capsys: pytest.CaptureFixture[str]) -> None:
     for command in (["metrics"], ["dashboard", "--port", "0"]):
         with pytest.raises(SystemExit) as exit_:
-            cli.main(command)
+            cli.main([*command, "--db", "ftp://example/broker"])
         assert exit_.value.code == 2
         out, err = capsys.readouterr()
-        assert out == "" and "not wired in yet" in err
+        assert out == "" and "unknown store URL scheme" in err
 
 
 def test_a_port_out_of_range_is_refused(wired: list[Settings], capsys: pytest.CaptureFixture[str]) -> None:
