@@ -20,6 +20,7 @@ from .. import procs, schemas
 from ..config import Settings
 from ..store import open_engine
 from ..store.contract import Notifier, Store, StoreError
+from ..store.spool import spooling
 from .binding import Binding
 from .catalog import Catalog
 from .failures import public
@@ -97,6 +98,7 @@ class Broker:
     ) -> AsyncIterator[Broker]:
         """Open the store, listen for wake-ups and heartbeat; on exit end the session cleanly."""
         store, notifier = open_engine(settings)
+        store = spooling(store, notifier, settings)  # an outbox for sends while a network store is down
         try:
             await store.open()
         except StoreError as exc:

@@ -162,6 +162,8 @@ class Messaging:
                 depth=depth,
             )
         self.notifier.notify([decided.recipient.id])
+        if outcome.spooled:  # the store was unreachable: it waits in this machine's outbox
+            return decided.result.model_copy(update={"status": "spooled"})
         return decided.result
 
     async def _decide(
@@ -345,7 +347,11 @@ class Messaging:
                 BroadcastRecipient(
                     name=row.name,
                     session_id=row.id,
-                    status="delivered" if status_by_id[recipient_id] is SessionStatus.active else "queued",
+                    status="spooled"
+                    if outcome.spooled
+                    else "delivered"
+                    if status_by_id[recipient_id] is SessionStatus.active
+                    else "queued",
                     delivered_version=target.version or version,
                     adapted_via=target.adapted_via.split(">") if target.adapted_via else None,
                 )

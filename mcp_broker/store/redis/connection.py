@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 
-from ..contract import Retryable, StoreError, Unavailable
+from ..contract import Misconfigured, Retryable, StoreError, Unavailable
 from .keys import DEFAULT_NAMESPACE, Keys
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ async def check_durability(redis: Redis, where: str, durability: str) -> None:
             found.update(await redis.config_get(name))
     except rx.ResponseError as exc:  # CONFIG refused by an ACL, or renamed away
         if durability == "full":
-            raise Unavailable(
+            raise Misconfigured(
                 f"durability=full, but this broker may not read the persistence settings of Redis at "
                 f"{where} ({exc}). Allow it `CONFIG GET` (ACL: +config|get), or use durability=normal."
             ) from exc
@@ -138,7 +138,7 @@ async def check_durability(redis: Redis, where: str, durability: str) -> None:
         return
     pair = (str(found.get("appendonly", "no")), str(found.get("appendfsync", "everysec")))
     if durability == "full" and pair != ("yes", "always"):
-        raise Unavailable(
+        raise Misconfigured(
             f"durability=full needs Redis at {where} to fsync every write, but it has appendonly "
             f"{pair[0]}, appendfsync {pair[1]}. Set `appendonly yes` and `appendfsync always` "
             "(CONFIG SET, or redis.conf), or use durability=normal."

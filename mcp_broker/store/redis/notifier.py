@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import anyio
 from redis import exceptions as rx
 
+from ..contract import StoreError
 from .base import RedisBase
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class RedisNotifier:
                 for channel in channels:
                     pipe.publish(channel, "!")
                 await pipe.execute()
-        except (rx.RedisError, OSError) as exc:
+        except (rx.RedisError, OSError, StoreError) as exc:
             log.debug("wake-up not published (%s); receivers will find the message on their re-check", exc)
         except Exception:
             log.warning("wake-up not published", exc_info=True)
@@ -104,7 +105,7 @@ class RedisNotifier:
             try:
                 await self._follow(channels)
                 delay = BACKOFF_FIRST
-            except (rx.RedisError, OSError) as exc:
+            except (rx.RedisError, OSError, StoreError) as exc:  # StoreError: the store not open yet
                 if not self._down:
                     self._down = True
                     log.warning("wake-ups from Redis lost (%s); reconnecting with backoff", exc)
