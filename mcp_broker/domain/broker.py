@@ -24,12 +24,14 @@ from ..store.spool import spooling
 from .binding import Binding
 from .catalog import Catalog
 from .failures import public
+from .history import History
 from .inbox import Inbox
 from .messaging import Messaging
 from .presence import LivenessProbe, LocalProcesses, Presence
 from .rates import RateLimiter
 from .requests import Requests
 from .sessions import Sessions
+from .streams import Streams
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600.0
@@ -87,6 +89,19 @@ class Broker:
             self.messaging,
             self.presence,
             self.limiter,
+            clock,
+        )
+        self.streams = Streams(
+            store, notifier, self.binding, self.catalog, self.presence, self.limiter, settings, clock
+        )
+        self.history = History(
+            store,
+            notifier,
+            self.binding,
+            self.sessions,
+            self.presence,
+            self.limiter,
+            settings.max_inbox,
             clock,
         )
         self._inbox_listeners: list[Callable[[], Awaitable[None]]] = []
@@ -156,11 +171,17 @@ class Broker:
     async def _housekeeping(self) -> None:
         """Heartbeat the bound session, and now and then prune what retention no longer keeps."""
         next_prune = time.monotonic() + random.uniform(5, 60)
+        next_idle_check = time.monotonic()
         while True:
             await anyio.sleep(self.settings.heartbeat_interval)
             try:
                 if not await self.sessions.heartbeat():
                     log.warning("the session was taken over or ended elsewhere; unbound")
+                if (
+                    time.monotonic() >= next_idle_check
+                ):  # a tenth of the idle time: aborts come that late at most
+                    next_idle_check = time.monotonic() + self.settings.stream_idle_seconds / 10
+                    await self.streams.abort_idle()
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY
                     now = self.clock()

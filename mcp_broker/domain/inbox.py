@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from .checks import (
     MAX_MESSAGES,
     MAX_PAGE,
     RECHECK_SECONDS,
+    RETRY_BUSY_SECONDS,
     check_message_ids,
     check_range,
     check_wait,
@@ -78,6 +80,10 @@ def to_received(row: InboxRow) -> ReceivedMessage:
         correlation_id=row.correlation_id,
         reply_to=row.reply_to,
         expires_at=iso(row.expires_at),
+        replay_of=row.replay_of,
+        stream_id=row.stream_id,
+        stream_seq=row.stream_seq,
+        last=row.last if row.stream_seq is not None else None,
     )
 
 
@@ -102,6 +108,11 @@ class Inbox:
         self.max_inbox = settings.max_inbox
         self.clock = clock
         self.recheck_seconds = RECHECK_SECONDS
+        # When a message this process knows of becomes visible again without anyone ringing: leases it
+        # handed out running out, releases with a delay. A waiting receive sleeps until the first of
+        # them (or a ring); ``recheck_seconds`` is only the net under lost rings.
+        self._wakes: list[float] = []
+        self._seeded: str | None = None  # the session whose leases from before this process were read
 
     async def receive(
         self,
@@ -109,28 +120,40 @@ class Inbox:
         wait_seconds: float = 0.0,
         protocol: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        stream_id: str | None = None,
+        ack: Sequence[str] | None = None,
     ) -> ReceiveResult:
+        """Lease waiting messages, waiting up to ``wait_seconds`` for some. ``ack`` (the ids of the previous
+        batch) is acked first, exactly as ``ack`` would; if it names an unknown id nothing is acked and
+        nothing is leased."""
         me = self.binding.require()
         check_range(max_messages, 1, MAX_MESSAGES, "max_messages")
         check_wait(wait_seconds, "wait_seconds")
         check_range(lease_seconds, 1, MAX_LEASE_SECONDS, "lease_seconds")
         if protocol is not None:
             versions.check_protocol_name(protocol)
+        ack_ids = check_message_ids(ack) if ack else None  # every argument checked before anything changes
+        acked = await self._ack(me, ack_ids) if ack_ids else None
+        if self._seeded != me:
+            await self._seed_wakes(me)
         deadline = time.monotonic() + wait_seconds
         while True:
             ticket = self.notifier.ticket()
             if not self.binding.holds(me):
                 # The process disconnected or moved on while this call waited: stop acting for it.
                 raise NotConnected("this process no longer holds the session this receive was waiting for")
+            now = self.clock()
+            retry_in = self.recheck_seconds
             try:
                 rows = await self.store.lease(
                     me,
                     self.owner,
                     limit=max_messages,
                     lease_seconds=lease_seconds,
-                    now=self.clock(),
+                    now=now,
                     max_attempts=self.max_attempts,
                     protocol=protocol,
+                    stream_id=stream_id,
                 )
             except Retryable:
                 # Many receivers woken at once (a large broadcast) contend for the write lock; while
@@ -138,6 +161,7 @@ class Inbox:
                 if deadline - time.monotonic() <= 0:
                     raise
                 rows = []
+                retry_in = RETRY_BUSY_SECONDS
             if rows and not self.binding.holds(me):
                 # Unbound while the lease ran: hand the messages straight back rather than to a caller
                 # that no longer acts for the session.
@@ -148,15 +172,36 @@ class Inbox:
                 raise NotConnected("this process no longer holds the session this receive was waiting for")
             remaining = deadline - time.monotonic()
             if rows:
+                heapq.heappush(self._wakes, now + lease_seconds)
                 self.notifier.notify([])  # people following the traffic see the lease
             if rows or remaining <= 0:
-                return ReceiveResult(messages=[to_received(r) for r in rows])
-            with anyio.move_on_after(min(remaining, self.recheck_seconds)):
+                return ReceiveResult(messages=[to_received(r) for r in rows], acked=acked)
+            with anyio.move_on_after(min(remaining, retry_in, self._next_wake(now))):
                 await ticket.wait()
+
+    def _next_wake(self, now: float) -> float:
+        """Seconds until a lease or delay this process knows of ends after ``now`` (the lease just
+        made saw every one ending before it)."""
+        wakes = self._wakes
+        while wakes and wakes[0] <= now:
+            heapq.heappop(wakes)
+        if not wakes:
+            return float("inf")
+        return max(wakes[0] - self.clock(), 0.0) + 0.005  # just past it: visible_at <= now must hold
+
+    async def _seed_wakes(self, me: str) -> None:
+        """Leases a previous process of this session handed out end without a ring, too."""
+        now = self.clock()
+        for row in await self.store.peek(me, MAX_PAGE, now):
+            if row.state == "leased" and row.visible_at > now:
+                heapq.heappush(self._wakes, row.visible_at)
+        self._seeded = me
 
     async def ack(self, message_ids: Sequence[str]) -> AckResult:
         me = self.binding.require()
-        ids = check_message_ids(message_ids)
+        return await self._ack(me, check_message_ids(message_ids))
+
+    async def _ack(self, me: str, ids: list[str]) -> AckResult:
         outcome = await self.store.ack(me, ids, self.clock())
         self.notifier.notify([])
         unknown = [m for m, state in outcome.items() if state is AckState.unknown]
@@ -175,9 +220,12 @@ class Inbox:
         me = self.binding.require()
         ids = check_message_ids(message_ids)
         check_range(delay_seconds, 0, MAX_DELAY_SECONDS, "delay_seconds")
+        now = self.clock()
         outcome = await self.store.requeue(
-            me, ids, now=self.clock(), from_states=("leased",), delay=delay_seconds, reset_attempts=False
+            me, ids, now=now, from_states=("leased",), delay=delay_seconds, reset_attempts=False
         )
+        if delay_seconds:
+            heapq.heappush(self._wakes, now + delay_seconds)
         self.notifier.notify([me])
         return _requeue_result(ids, outcome, "in your inbox", 0)
 
@@ -251,7 +299,7 @@ class Inbox:
                     version=head.version if head else "",
                     broadcast=head.broadcast if head else True,
                     created_at=(iso(head.created_at) or "") if head else "",
-                    deliveries=[_delivery_status(r, now) for r in deliveries],
+                    deliveries=[delivery_status(r, now) for r in deliveries],
                 )
             )
         return MessageStatusResult(messages=result)
@@ -279,7 +327,7 @@ def _requeue_result(ids: list[str], outcome: StoreRequeue, where: str, max_inbox
     )
 
 
-def _delivery_status(row: StatusRow, now: float) -> DeliveryStatus:
+def delivery_status(row: StatusRow, now: float) -> DeliveryStatus:
     """The state a sender sees: a lapsed lease is queued again; an expiry shows as ``expired``."""
     state = row.state
     if state in ("queued", "leased") and row.expires_at is not None and row.expires_at <= now:

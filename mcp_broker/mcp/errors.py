@@ -14,14 +14,15 @@ from typing import Any, ParamSpec, TypeVar
 from fastmcp import FastMCP
 from fastmcp.exceptions import NotFoundError, ResourceError, ToolError, ValidationError
 from fastmcp.server.middleware import Middleware, MiddlewareContext
-from fastmcp.tools import FunctionTool
-from mcp.types import ToolAnnotations
+from fastmcp.tools import FunctionTool, ToolResult
+from mcp.types import TextContent, ToolAnnotations
 from pydantic import ValidationError as PydanticValidationError
 
 from ..errors import BrokerError, InvalidArgument, UnknownTool
 from .profiles import lean_schema
 
 P = ParamSpec("P")
+PUBLIC_DETAILS = frozenset({"retry_after_seconds"})  # refusal details a result's _meta.error carries
 R = TypeVar("R")
 MAX_PROBLEMS = 10
 MAX_PROBLEM_CHARS = 200
@@ -100,7 +101,14 @@ def tool_registrar(
                 try:
                     return await fn(*args, **kwargs)
                 except BrokerError as exc:
-                    raise ToolError(str(exc), log_level=logging.INFO) from exc
+                    data = {k: v for k, v in exc.details.items() if k in PUBLIC_DETAILS and v is not None}
+                    if not data:
+                        raise ToolError(str(exc), log_level=logging.INFO) from exc
+                    # A refusal with data a program acts on (when to retry) carries it in the result's
+                    # _meta too; the output schema describes successes, so it cannot go there.
+                    error = {"code": exc.code, **data}
+                    text = [TextContent(type="text", text=str(exc))]
+                    return ToolResult(content=text, meta={"error": error}, is_error=True)  # type: ignore[return-value]
 
             made = FunctionTool.from_function(wrapper, annotations=annotations)
             made.parameters = lean_schema(made.parameters)

@@ -42,6 +42,9 @@ Version = Annotated[
 ]
 MessageId = Annotated[str, Field(strict=True, min_length=1, max_length=64)]
 MessageIds = Annotated[list[MessageId], Field(min_length=1, max_length=checks.MAX_IDS)]
+StreamId = Annotated[
+    str, Field(strict=True, min_length=1, max_length=64, description="as open_stream returned it")
+]
 PriorityName = Literal["low", "normal", "high"]
 CapabilityName = Literal["point_to_point", "broadcast", "request_response", "streaming"]
 ShortText = Annotated[str, Field(strict=True, max_length=64)]

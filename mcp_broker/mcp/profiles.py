@@ -3,9 +3,9 @@
 Every host pays for every tool definition in its model's context, on every turn. A profile trims the
 list: ``core`` is the ten tools of the SPEC, ``all`` every tool, or a comma list of tool names (the
 profile names may appear in it: ``core,release``). The input schemas are trimmed too, where that
-changes nothing a model can do: an optional parameter is advertised as its plain type instead of
-``anyOf [type, null]`` with ``default: null`` (omitting it means the same). Arguments are still
-validated against the Python signature, so a client that sends ``null`` is served as before.
+changes nothing a model can do: an optional parameter is advertised as ``type: [T, "null"]``
+instead of ``anyOf [{type: T}, {type: null}]`` with ``default: null`` (omitting it means the same).
+``null`` stays in the schema because it is still accepted: what a schema says is what a tool takes.
 Output schemas are left whole: clients validate results against them.
 """
 
@@ -69,7 +69,7 @@ class Profile:
 
 
 def lean_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """An input schema without what a model does not need: optional parameters as their plain type,
+    """An input schema without what a model does not need: optional parameters as one type list,
     and no ``additionalProperties: true`` (JSON Schema's default), down through nested objects."""
     schema = dict(schema)
     if isinstance(schema.get("$defs"), dict):  # FastMCP inlines these when it lists the tools
@@ -88,9 +88,10 @@ def _lean(prop: Any) -> Any:
     if "default" in prop and prop["default"] is None and isinstance(options, list) and _NULL in options:
         rest = [o for o in options if o != _NULL]
         outer = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
-        prop = (
-            {**rest[0], **outer} if len(rest) == 1 and isinstance(rest[0], dict) else {**outer, "anyOf": rest}
-        )
+        if len(rest) == 1 and isinstance(rest[0], dict) and isinstance(rest[0].get("type"), str):
+            prop = {**rest[0], **outer, "type": [rest[0]["type"], "null"]}
+        else:
+            prop = {**outer, "anyOf": [*rest, _NULL]}
         return _lean(prop)
     if isinstance(prop.get("properties"), dict):
         prop = lean_schema(prop)

@@ -11,7 +11,7 @@ from fastmcp import FastMCP
 
 from .. import __version__
 from ..domain import Broker
-from . import resources, tools_catalog, tools_inbox, tools_messaging, tools_sessions
+from . import resources, tools_catalog, tools_inbox, tools_messaging, tools_sessions, tools_streams
 from .errors import ArgumentErrors, tool_registrar
 from .profiles import Profile
 
@@ -55,6 +55,12 @@ INSTRUCTION_LINES: tuple[tuple[tuple[str, ...], str], ...] = (
         ("list_dead_letters", "replay_dead_letters"),
         "   list_dead_letters / replay_dead_letters show and retry messages to you that were given up on.",
     ),
+    (
+        ("open_stream", "append_chunk"),
+        "8. open_stream(to, protocol) then append_chunk(stream_id, payload) sends a long result in ordered parts;\n"
+        "   close_stream ends it. A received chunk (kind `chunk`) has stream_id and stream_seq: ack it to get the next.",
+    ),
+    (("history",), "   history shows what you sent and received; replay_message sends a copy of one again."),
     ((), "Errors start with a stable CODE such as NOT_CONNECTED or UNKNOWN_SESSION, followed by what to do."),
 )
 
@@ -81,7 +87,7 @@ def build_server(broker: Broker, tools: str | None = None) -> FastMCP:
     )
     seen: set[str] = set()
     tool = tool_registrar(mcp, enabled=profile.enabled, seen=seen)
-    for group in (tools_catalog, tools_sessions, tools_messaging, tools_inbox):
+    for group in (tools_catalog, tools_sessions, tools_messaging, tools_inbox, tools_streams):
         group.register(tool, broker)
     profile.check(seen)
     resources.register(mcp, broker)

@@ -14,6 +14,7 @@ from .params import (
     MessageIds,
     PageLimit,
     ProtocolName,
+    StreamId,
     WaitSeconds,
 )
 
@@ -27,11 +28,15 @@ def register(tool: Any, broker: Broker) -> None:
         wait_seconds: WaitSeconds = 0,
         protocol: ProtocolName | None = None,
         lease_seconds: LeaseSeconds = 60,
+        stream_id: StreamId | None = None,
+        ack: MessageIds | None = None,
     ) -> ReceiveResult:
         """Lease waiting messages for this session, oldest first within priority; wait up to wait_seconds.
 
-        Ack each message once handled; un-acked ones come back after lease_seconds."""
-        return await inbox.receive(max_messages, wait_seconds, protocol, lease_seconds)
+        Ack each message once handled; un-acked ones come back after lease_seconds. A stream's chunks
+        come one at a time, in order: ack one to get the next. stream_id reads that stream only.
+        ack: ids of the previous batch to ack first (as ack does; an unknown id refuses the whole call)."""
+        return await inbox.receive(max_messages, wait_seconds, protocol, lease_seconds, stream_id, ack)
 
     @tool(title="Acknowledge messages", idempotent=True)
     async def ack(message_ids: MessageIds) -> AckResult:

@@ -69,7 +69,7 @@ async def test_instructions_name_only_offered_tools(broker: Broker) -> None:
     assert "release(" in (build_server(broker, "all").instructions or "")
 
 
-def test_lean_schema_drops_null_options_and_default_true() -> None:
+def test_lean_schema_folds_null_options_and_drops_default_true() -> None:
     schema = {
         "type": "object",
         "additionalProperties": False,
@@ -89,11 +89,12 @@ def test_lean_schema_drops_null_options_and_default_true() -> None:
     }
     lean = lean_schema(schema)
     assert lean["additionalProperties"] is False
-    assert lean["properties"]["a"] == {"type": "string", "maxLength": 3, "description": "d"}
-    assert lean["properties"]["b"] == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    # null stays accepted, so the schema keeps saying so (the fuzz tier checks schema and validation agree)
+    assert lean["properties"]["a"] == {"type": ["string", "null"], "maxLength": 3, "description": "d"}
+    assert lean["properties"]["b"] == {"anyOf": [{"type": "integer"}, {"type": "string"}, {"type": "null"}]}
     assert lean["properties"]["c"] == schema["properties"]["c"]  # a real default stays
     assert lean["properties"]["d"] == {"type": "object"}
-    assert lean["$defs"]["M"]["properties"]["x"] == {"type": "string"}
+    assert lean["$defs"]["M"]["properties"]["x"] == {"type": ["string", "null"]}
 
 
 async def test_null_for_an_optional_argument_still_works(broker: Broker) -> None:
