@@ -1,45 +1,16 @@
-"""The outbox: a wrapper engine that keeps sends durable on this machine while a network store is down.
-
-``SpoolingStore(inner, outbox_path)`` is a ``Store`` around another one (Redis). While the inner
-store answers, every call passes through. When it cannot be reached:
-
-- the process keeps running: ``open`` succeeds, and a keeper task reconnects with backoff, logging
-  each change of state once;
-- ``enqueue`` (send, broadcast) is written to a local SQLite outbox and answered ``spooled``; the
-  decision before it is made on the last snapshot this process read (protocols are immutable, so
-  the schemas it validated against are the ones the store holds). Once the store is back, the
-  keeper forwards the outbox in the order it was written, each by its message id, which the
-  contract makes idempotent: a forward interrupted after its write never stores twice. While a
-  sender has messages in the outbox, its new sends queue behind them, so order holds;
-- a spooled message that can no longer be delivered (its recipient gone, its inbox full) stays in
-  the outbox as failed, with its reason: ``message_status`` and the sender's ``dead_letters`` show it;
-- heartbeats, pruning and the end of a session wait quietly for the store (others see the
-  session go stale instead); every other read and receive/ack answers
-  ``Unavailable``, which the domain turns into ``STORE_UNAVAILABLE`` with a retry hint.
-
-The outbox is one SQLite file per store and namespace (WAL, ``synchronous=FULL``), shared by the
-broker processes of this machine, so it survives a restart of any of them; whichever process
-reaches the store first forwards it.
-"""
+"""``SpoolingStore``: every call passes through to the network store; sends go to the outbox while it is down."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
-import json
 import logging
 import random
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-
-from ..config import Settings, default_db_path
-from .contract import (
+from ..contract import (
     AckState,
     AdapterRow,
     Added,
@@ -51,7 +22,6 @@ from .contract import (
     InboxRow,
     Misconfigured,
     NewMessage,
-    Notifier,
     Overview,
     ProtocolRow,
     RequeueOutcome,
@@ -65,208 +35,15 @@ from .contract import (
     Target,
     Unavailable,
 )
-from .features import AppendOutcome, Charge, HistoryPage, HistoryQuery, RateState, StreamRow
+from ..features import AppendOutcome, Charge, HistoryPage, HistoryQuery, RateState, StreamRow
+from .mirror import Mirror
+from .outbox import Outbox, Spooled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKOFF_FIRST, BACKOFF_CAP = 0.2, 5.0
 FORWARD_EVERY = 5.0  # the keeper looks at the outbox this often while the store answers
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL UNIQUE,
-    sender_id  TEXT NOT NULL,
-    body       TEXT NOT NULL,                   -- the message, its targets and the enqueue's options
-    state      TEXT NOT NULL DEFAULT 'pending', -- pending | failed
-    reason     TEXT,
-    spooled_at REAL NOT NULL,
-    failed_at  REAL
-);
-CREATE INDEX IF NOT EXISTS outbox_sender ON outbox (sender_id, state);
-"""
-
-
-def outbox_path(store_url: str) -> Path:
-    """This machine's outbox for one store and namespace, beside the default SQLite file."""
-    digest = hashlib.sha1(store_url.encode()).hexdigest()[:16]
-    return default_db_path().parent / "outbox" / f"{digest}.db"
-
-
-def spooling(store: Store, notifier: Notifier, settings: Settings) -> Store:
-    """``store`` with an outbox when it is a network store (the SQLite file is on this machine)."""
-    from . import sqlite_path
-
-    if sqlite_path(settings.store) is not None:
-        return store
-    return SpoolingStore(store, outbox_path(store.url), notify=notifier.notify)
-
-
-@dataclasses.dataclass(frozen=True)
-class Spooled:
-    seq: int
-    message: NewMessage
-    targets: list[Target]
-    max_inbox: int
-    refuse_full: bool
-    answer: dict[str, Any] | None
-    state: str
-    reason: str | None
-    failed_at: float | None
-
-
-class Outbox:
-    """The outbox file: each call one short transaction, run on a worker thread."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = FULL")  # answered `spooled` means on disk
-        return db
-
-    async def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        def work() -> T:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    out = job(db)
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-                return out
-            finally:
-                db.close()
-
-        return await anyio.to_thread.run_sync(work)
-
-    async def open(self) -> None:
-        def create() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.path.touch(mode=0o600, exist_ok=True)
-            db = self._connect()
-            try:
-                db.executescript(SCHEMA)
-            finally:
-                db.close()
-
-        await anyio.to_thread.run_sync(create)
-
-    async def add(
-        self, message: NewMessage, targets: Sequence[Target], max_inbox: int, refuse_full: bool, answer: Any
-    ) -> None:
-        body = json.dumps(
-            {
-                "message": dataclasses.asdict(message),
-                "targets": [dataclasses.asdict(t) for t in targets],
-                "max_inbox": max_inbox,
-                "refuse_full": refuse_full,
-                "answer": answer,
-            }
-        )
-        await self._run(
-            lambda db: db.execute(
-                "INSERT OR IGNORE INTO outbox (message_id, sender_id, body, spooled_at) VALUES (?, ?, ?, ?)",
-                (message.id, message.sender_id, body, message.created_at),
-            )
-        )
-
-    async def pending(self, sender_id: str | None = None, limit: int = 100) -> list[Spooled]:
-        where, args = "state = 'pending'", list[Any]([limit])
-        if sender_id is not None:
-            where, args = "state = 'pending' AND sender_id = ?", [sender_id, limit]
-        return await self._select(f"{where} ORDER BY seq LIMIT ?", args)
-
-    async def of_messages(self, sender_id: str, message_ids: Sequence[str]) -> list[Spooled]:
-        marks = ",".join("?" * len(message_ids))
-        return await self._select(
-            f"sender_id = ? AND message_id IN ({marks}) ORDER BY seq", [sender_id, *message_ids]
-        )
-
-    async def failed(self, sender_id: str) -> list[Spooled]:
-        return await self._select("state = 'failed' AND sender_id = ? ORDER BY seq DESC", [sender_id])
-
-    async def _select(self, where: str, args: list[Any]) -> list[Spooled]:
-        def run(db: sqlite3.Connection) -> list[Spooled]:
-            rows = db.execute(f"SELECT seq, body, state, reason, failed_at FROM outbox WHERE {where}", args)
-            return [_spooled(*row) for row in rows]
-
-        return await self._run(run)
-
-    async def done(self, seq: int) -> None:
-        await self._run(lambda db: db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)))
-
-    async def fail(self, seq: int, reason: str, now: float) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE outbox SET state = 'failed', reason = ?, failed_at = ? WHERE seq = ?",
-                (reason, now, seq),
-            )
-        )
-
-
-def _spooled(seq: int, body: str, state: str, reason: str | None, failed_at: float | None) -> Spooled:
-    found = json.loads(body)
-    return Spooled(
-        seq=seq,
-        message=NewMessage(**found["message"]),
-        targets=[Target(**t) for t in found["targets"]],
-        max_inbox=found["max_inbox"],
-        refuse_full=found["refuse_full"],
-        answer=found["answer"],
-        state=state,
-        reason=reason,
-        failed_at=failed_at,
-    )
-
-
-class _Mirror:
-    """What the last snapshots read, so a send can be decided while the store is down."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, SessionRow] = {}
-        self.names: dict[str, str] = {}
-        self.versions: dict[str, dict[str, list[str]]] = {}
-        self.adapters: dict[str, list[AdapterRow]] = {}
-        self.agreed: dict[str, dict[tuple[str, str], str]] = {}
-
-    def keep(self, query: SnapshotQuery, snap: Snapshot) -> None:
-        self.sessions.update(snap.sessions)
-        self.names.update({row.name: row.id for row in snap.sessions.values()})
-        self.versions.update(snap.versions)
-        self.adapters.update(snap.adapters)
-        if query.agreed_by is not None:
-            self.agreed.setdefault(query.agreed_by, {}).update(snap.agreed)
-
-    def answer(self, query: SnapshotQuery) -> Snapshot | None:
-        """The snapshot as last read, or None when it does not hold all the query asks for."""
-        sessions = dict(self.sessions) if query.all_sessions else {}
-        for sid in query.session_ids:
-            if sid in self.sessions:
-                sessions[sid] = self.sessions[sid]
-        refs = {}
-        for ref, is_id in query.session_refs:
-            found = ref if is_id else self.names.get(ref)
-            if found is None or found not in self.sessions:
-                return None
-            refs[ref], sessions[found] = found, self.sessions[found]
-        names = list(self.versions) if query.protocols is None else list(query.protocols)
-        if any(name not in self.versions for name in names):
-            return None
-        agreed = self.agreed.get(query.agreed_by or "", {})
-        return Snapshot(
-            sessions=sessions,
-            refs=refs,
-            versions={n: self.versions[n] for n in names},
-            adapters={n: self.adapters.get(n, []) for n in names},
-            agreed={k: v for k, v in agreed.items() if k[0] in sessions},
-        )
 
 
 class SpoolingStore:
@@ -279,7 +56,7 @@ class SpoolingStore:
         self.url = inner.url
         self.outbox = Outbox(outbox_path)
         self._notify = notify or (lambda ids: None)
-        self._mirror = _Mirror()
+        self._mirror = Mirror()
         self._opened = False
         self._up = False
         self._wake = asyncio.Event()
@@ -625,12 +402,12 @@ class SpoolingStore:
         return await self._call(self.inner.history(session_id, query))
 
 
-def _name(mirror: _Mirror, session_id: str) -> str:
+def _name(mirror: Mirror, session_id: str) -> str:
     row = mirror.sessions.get(session_id)
     return row.name if row is not None else session_id
 
 
-def _status_rows(item: Spooled, mirror: _Mirror) -> list[StatusRow]:
+def _status_rows(item: Spooled, mirror: Mirror) -> list[StatusRow]:
     m = item.message
     state = "spooled" if item.state == "pending" else "dead_lettered"
     return [
@@ -655,7 +432,7 @@ def _status_rows(item: Spooled, mirror: _Mirror) -> list[StatusRow]:
     ]
 
 
-def _dead_row(item: Spooled, mirror: _Mirror) -> InboxRow:
+def _dead_row(item: Spooled, mirror: Mirror) -> InboxRow:
     """A spooled message that could not be delivered, shown among its sender's dead letters."""
     m = item.message
     target = item.targets[0] if item.targets else Target(m.sender_id)
