@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
 from .fake_source import FakeSource, demo_source
-from .served import StartDashboard, running_dashboard
+from .served import Running, StartDashboard, running_dashboard, store_dashboard
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -34,6 +34,15 @@ def start_dashboard(fake: FakeSource) -> Iterator[StartDashboard]:
     """Start a dashboard over the test's fake with the options given (allow_actions, metrics_open)."""
     with ExitStack() as stack:
         yield lambda **options: stack.enter_context(running_dashboard(fake, **options))
+
+
+@pytest.fixture
+def start_store_dashboard() -> Iterator[Callable[..., Running]]:
+    """Start a dashboard over the broker's own Source: ``start_store_dashboard(settings, allow_actions=...)``.
+
+    Ask for it before ``page``, so the page closes before the dashboard stops."""
+    with ExitStack() as stack:
+        yield lambda settings, **options: stack.enter_context(store_dashboard(settings, **options))
 
 
 def _chromium() -> str | None:

@@ -12,8 +12,11 @@ from typing import Any
 
 import anyio
 
+from mcp_broker.config import Settings
 from mcp_broker.dashboard.app import DashboardConfig
 from mcp_broker.dashboard.cli import serve
+from mcp_broker.dashboard.source import Source
+from mcp_broker.dashboard.store_source import open_store_source
 
 from .fake_source import FakeSource
 
@@ -23,7 +26,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 @dataclass
 class Running:
     config: DashboardConfig
-    source: FakeSource
+    source: Any  # the FakeSource a test drives, or the broker's own Source
 
     @property
     def origin(self) -> str:
@@ -40,7 +43,32 @@ class Running:
 
 @contextmanager
 def running_dashboard(source: FakeSource, **options: Any) -> Iterator[Running]:
-    """Serve the app in a thread of its own (its own event loop), as ``mcp-broker dashboard`` would."""
+    """Serve the app over ``source`` in a thread of its own (its own event loop), as ``mcp-broker dashboard`` would."""
+
+    async def main(config: DashboardConfig, ready: Callable[[DashboardConfig, Any], None]) -> None:
+        await serve(source, config, ready=ready)
+
+    with _serving(main, source, **options) as running:
+        yield running
+
+
+@contextmanager
+def store_dashboard(settings: Settings, **options: Any) -> Iterator[Running]:
+    """The dashboard over the broker's own Source on the store ``settings`` name, served in a thread."""
+    opened: dict[str, Source] = {}
+
+    async def main(config: DashboardConfig, ready: Callable[[DashboardConfig, Any], None]) -> None:
+        async with open_store_source(settings) as source:
+            opened["source"] = source
+            await serve(source, config, ready=ready)
+
+    with _serving(main, None, **options) as running:
+        running.source = opened["source"]
+        yield running
+
+
+@contextmanager
+def _serving(main: Callable[..., Any], source: Any, **options: Any) -> Iterator[Running]:
     ready = threading.Event()
     started: dict[str, Any] = {}
 
@@ -48,11 +76,11 @@ def running_dashboard(source: FakeSource, **options: Any) -> Iterator[Running]:
         started.update(config=config, server=server)
         ready.set()
 
-    def main() -> None:
+    def run() -> None:
         config = DashboardConfig(host="127.0.0.1", port=0, **options)
-        anyio.run(functools.partial(serve, source, config, ready=on_ready))
+        anyio.run(functools.partial(main, config, on_ready))
 
-    thread = threading.Thread(target=main, name="dashboard", daemon=True)
+    thread = threading.Thread(target=run, name="dashboard", daemon=True)
     thread.start()
     assert ready.wait(10), "the dashboard did not start"
     try:
