@@ -104,6 +104,20 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 # --- the commands ------------------------------------------------------------------------------------
 
 
+async def _history(args: argparse.Namespace, views: Views) -> None:
+    data = await views.history(
+        args.session,
+        peer=args.peer,
+        protocol=args.protocol,
+        direction=args.direction,
+        since=tail.parse_since(args.since, views.clock()) if args.since else None,
+        until=tail.parse_since(args.until, views.clock()) if args.until else None,
+        limit=args.limit,
+        cursor=args.cursor,
+    )
+    _print(args, data, render.history)
+
+
 async def _status(args: argparse.Namespace, views: Views) -> None:
     _print(args, await views.status(), render.status)
 
@@ -256,6 +270,17 @@ def add_subcommands(subparsers: Any) -> None:
         subparsers, "prune", "delete what retention no longer keeps (brokers also do it hourly)", _prune
     )
     prune.add_argument("--older-than", type=float, help="days (default: the retention_days setting)")
+    past = _add(subparsers, "history", "messages sent and received, kept by history_retention_days", _history)
+    past.add_argument(
+        "--session", help="one session's sent and received messages (default: every session's sends)"
+    )
+    past.add_argument("--peer", help="only messages to or from this session")
+    past.add_argument("--protocol", help="only messages of this protocol")
+    past.add_argument("--direction", choices=("sent", "received"), help="with --session: one way only")
+    past.add_argument("--since", help="from this far back: 10m, 2h, 1d, or an ISO 8601 time")
+    past.add_argument("--until", help="up to this far back, as --since")
+    past.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    past.add_argument("--cursor", help="with --session: the next page, as the previous one said")
     send = _add(subparsers, "send", "send a message from a shell, as a session of your own", _send)
     send.add_argument("--as", dest="sender", required=True, help="your session's name, e.g. `me`")
     send.add_argument("to", help="the recipient's session name or id")

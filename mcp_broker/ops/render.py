@@ -59,6 +59,42 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
     return out
 
 
+def _rate(rate: dict[str, Any] | None) -> Text:
+    if rate is None:
+        return Text("-", style="dim")
+    if rate["limited"]:
+        return Text(f"{rate['sent_last_minute']} (limited)", style="red")
+    return Text(str(rate["sent_last_minute"]))
+
+
+def history(data: dict[str, Any]) -> RenderableType:
+    if not data["messages"]:
+        return Text("no messages in the history")
+    title = (
+        f"history of {data['session']}, newest first"
+        if data["session"]
+        else "every session's sends, newest first"
+    )
+    rows = (
+        (
+            _short_time(m["created_at"]),
+            m["direction"] if data["session"] else "",
+            m["sender"],
+            ", ".join(f"{d['recipient']} ({d['state']})" for d in m["deliveries"]) or "-",
+            f"{m['protocol']} {m['version']}",
+            m["kind"] + (f" replay of {m['replay_of'][:8]}" if m["replay_of"] else ""),
+            preview(m["payload"]),
+        )
+        for m in data["messages"]
+    )
+    parts: list[RenderableType] = [
+        table(title, ("sent", "way", "from", "to (state)", "protocol", "kind", "payload"), rows)
+    ]
+    if data["next_cursor"]:
+        parts.append(Text(f"more: --cursor {data['next_cursor']}", style="dim"))
+    return Group(*parts)
+
+
 def _status_style(status: str) -> Text:
     return Text(status, style={"active": "green", "stale": "yellow"}.get(status, "dim"))
 
@@ -66,7 +102,7 @@ def _status_style(status: str) -> Text:
 def sessions(data: dict[str, Any], title: str | None = "sessions") -> Table:
     return table(
         title,
-        ("name", "status", "waiting", "host", "pid", "last seen", "protocols"),
+        ("name", "status", "waiting", "host", "pid", "last seen", "sent/min", "protocols"),
         (
             (
                 s["name"],
@@ -75,6 +111,7 @@ def sessions(data: dict[str, Any], title: str | None = "sessions") -> Table:
                 s["host"],
                 s["pid"],
                 _short_time(s["last_seen"]),
+                _rate(s.get("rate")),
                 ", ".join(f"{p['name']} {p['versions']}" for p in s["protocols"]),
             )
             for s in data["sessions"]

@@ -16,10 +16,13 @@ from typing import Any
 from packaging.version import Version
 
 from .. import config, procs
+from ..domain.inbox import delivery_status
 from ..domain.presence import LocalProcesses, Presence
+from ..domain.rates import RateLimiter
 from ..models import Priority, iso
 from ..store import sqlite_path
 from ..store.contract import Event, EventKind, EventQuery, InboxRow, Notifier, SessionRow, Store
+from ..store.features import HistoryEntry, HistoryQuery
 
 MAX_REPLAY_LOOKUP = 200  # events read per replayed id to find whom to wake
 
@@ -43,6 +46,7 @@ class Views:
         self.settings = settings
         self.clock = clock
         self.presence = Presence(settings, LocalProcesses(procs.Identity.current(settings.host_id or None)))
+        self.rates = RateLimiter(store, settings, clock)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -50,7 +54,9 @@ class Views:
         """``{"sessions": [SessionInfo...]}``: the shape of the ``list_sessions`` tool."""
         now = self.clock()
         rows = await self.store.list_sessions(now)
-        return {"sessions": [self.presence.info(r, now).model_dump(mode="json") for r in rows]}
+        rates = await self.rates.infos()
+        infos = [self.presence.info(r, now).model_copy(update={"rate": rates.get(r.id)}) for r in rows]
+        return {"sessions": [info.model_dump(mode="json") for info in infos]}
 
     async def status(self) -> dict[str, Any]:
         now = self.clock()
@@ -154,6 +160,35 @@ class Views:
             "next_cursor": page.next_cursor,
         }
 
+    async def history(
+        self,
+        session: str | None = None,
+        *,
+        peer: str | None = None,
+        protocol: str | None = None,
+        direction: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One session's sent and received messages (the ``history`` tool's shape, paginated), or
+        with no session what every session sent, newest first (narrow it with since/until)."""
+        now = self.clock()
+        peer_id = (await self.session(peer)).id if peer is not None else None
+        if session is not None:
+            me = await self.session(session)
+            query = HistoryQuery(peer_id, protocol, direction, since, until, limit, cursor)
+            page = await self.store.history(me.id, query)
+            return {"session": me.name, "messages": [_history(e, now) for e in page.entries],
+                    "next_cursor": page.next_cursor}  # fmt: skip
+        entries: list[HistoryEntry] = []
+        for row in await self.store.list_sessions(now):
+            sent = HistoryQuery(peer_id, protocol, "sent", since, until, limit)
+            entries += (await self.store.history(row.id, sent)).entries
+        entries.sort(key=lambda e: e.message.created_at, reverse=True)
+        return {"session": None, "messages": [_history(e, now) for e in entries[:limit]], "next_cursor": None}
+
     # --- steering ------------------------------------------------------------------------------
 
     async def replay(self, message_ids: Sequence[str]) -> dict[str, Any]:
@@ -183,6 +218,18 @@ class Views:
         now = self.clock()
         counts = await self.store.prune(before=now - days * 86400, now=now)
         return {"older_than_days": days, "pruned": counts}
+
+
+def _history(entry: HistoryEntry, now: float) -> dict[str, Any]:
+    m = entry.message
+    return {
+        **_message(m, now),
+        "direction": entry.direction,
+        "replay_of": m.replay_of,
+        "stream_id": m.stream_id,
+        "stream_seq": m.stream_seq,
+        "deliveries": [delivery_status(d, now).model_dump(mode="json") for d in entry.deliveries],
+    }
 
 
 def _message(row: InboxRow, now: float) -> dict[str, Any]:
