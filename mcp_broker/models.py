@@ -293,6 +293,7 @@ class ReceivedMessage(Value):
 
 class ReceiveResult(Value):
     messages: list[ReceivedMessage]
+    acked: AckResult | None = Field(default=None, description="what `ack` acked, when it was given")
 
 
 class AckOutcome(Value):

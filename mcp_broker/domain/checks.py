@@ -23,7 +23,10 @@ SESSION_ID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 SHORT_TEXT_RE = re.compile(r"^[^\x00-\x1f]{1,64}$")
 
 MAX_WAIT_SECONDS = 60.0  # receive's long-poll, request's and await_reply's wait
-RECHECK_SECONDS = 0.25  # the safety net under the notifier
+# A waiting call sleeps until a ring or the next lease it knows of ends; this recheck is only the net
+# under a lost ring (and leases nobody here knew of), so an idle process costs nothing between them.
+RECHECK_SECONDS = 5.0
+RETRY_BUSY_SECONDS = 0.05  # a waiting receive whose lease found the store locked tries again this soon
 MAX_MESSAGES = 100  # per receive
 MAX_IDS = 100  # message ids in one call
 MAX_LEASE_SECONDS = 3600.0
