@@ -19,6 +19,7 @@ from .broadcast import run_broadcast
 from .common import Run
 from .cost import run_cost
 from .latency import run_latency
+from .load import run_load
 from .profiles import run_profiles
 from .scale import run_scale
 from .store import run_store
@@ -32,6 +33,7 @@ SECTIONS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "broadcast": run_broadcast,
     "cost": run_cost,
     "profiles": run_profiles,
+    "load": run_load,
 }
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 

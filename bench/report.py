@@ -1,4 +1,4 @@
-"""Figures, their targets (issue 4's table), the machine header, the printed table and the JSON file."""
+"""Figures, their targets (issues 4 and 14), the machine header, the printed table and the JSON file."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ TARGETS: dict[str, tuple[str, float]] = {
     "cost.start_to_initialize_ms": ("<=", 1000),
     "cost.idle_cpu_percent": ("<=", 1),
     "cost.rss_mb": ("<=", 80),
+    # issue 14: an open-loop load across 50 processes
+    "load.plan_p50_ms": ("<=", 50),
+    "load.plan_p95_ms": ("<=", 100),
+    "load.plan_p99_ms": ("<=", 500),
+    "load.plan_cpu_ms_per_msg": ("<=", 4),
+    "load.plan_lost": ("==", 0),
+    "load.max_rate_p99_under_500ms": (">=", 400),
+    "load.idle_cores": ("<=", 0.02),
+    "load.lost": ("==", 0),
+    "load.errors": ("==", 0),
+    "load.store_busy": ("==", 0),
 }
 for _n in (10, 50, 100):
     TARGETS[f"scale.{_n}.errors"] = ("==", 0)

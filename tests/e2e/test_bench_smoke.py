@@ -37,6 +37,15 @@ QUICK_FIGURES = [
     "cost.private_mb",
     "cost.idle_cpu_percent",
     "cost.idle_wait_s",
+    "load.agents",
+    "load.idle_cores",
+    "load.max_rate_p99_under_500ms",
+    *(f"load.first_{q}_ms" for q in ("p50", "p95", "p99")),
+    "load.first_cpu_ms_per_msg",
+    "load.lost",
+    "load.duplicates",
+    "load.errors",
+    "load.store_busy",
 ]
 
 
@@ -66,6 +75,9 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert figures["scale.10.lost"]["value"] == 0
     assert figures["scale.10.errors"]["value"] == 0
     assert figures["broadcast.recipients"]["value"] >= 1
+    # The open-loop load: every offered message delivered once, no call refused.
+    for name in ("load.lost", "load.duplicates", "load.errors", "load.store_busy"):
+        assert figures[name]["value"] == 0, (name, figures[name])
     for name, figure in figures.items():
         if name in ("throughput.send_per_ping", "cost.rss_mb"):
             assert figure["limit"] is not None, f"{name} should be shown with its target"
