@@ -59,11 +59,12 @@ T = TypeVar("T")
 
 PAGE = 1000  # events per store read
 STATS_MAX_EVENTS = 200_000  # a chart window reads at most this many events
-STORY_MAX_EVENTS = 2000  # events of one message shown in its story
+STORY_MAX_EVENTS = 2000
+TOTALS_STEP = 50_000  # the totals' cursor is kept after this many events, not only at the end  # events of one message shown in its story
 RECHECK_SECONDS = 5.0  # a wait looks at the store this often even without a wake-up (one may be lost)
 BUSY_RETRIES = 3  # a read refused because the store is busy is tried this many more times
 STATUS_ORDER = {"active": 0, "stale": 1, "disconnected": 2}
-NO_SESSION = ""  # a session id no row has: a filter by a name nobody holds keeps nothing
+NO_SESSION = "-"  # a session id no row has: a filter by a name nobody holds keeps nothing
 
 
 class StoreSource:
@@ -103,6 +104,25 @@ class StoreSource:
                 self.store_errors += 1
                 raise
         raise AssertionError("unreachable")
+
+    async def _scan(
+        self, query: EventQuery, consume: Callable[[list[Event]], None], cap: int
+    ) -> tuple[str | None, bool]:
+        """Feed ``consume`` the pages from ``query`` on, following the cursor, until a read finds nothing
+        new or ``cap`` events were read; the cursor reached, and whether the cap cut the scan short.
+
+        A short page is not the end: an engine may stop a filtered scan early and hand out where it stopped.
+        """
+        read = 0
+        while True:
+            page = await self._events(query)
+            consume(page.events)
+            read += len(page.events)
+            if page.cursor is None or (not page.events and page.cursor == query.after):
+                return page.cursor or query.after, False
+            if read >= cap:
+                return page.cursor, True
+            query = replace(query, after=page.cursor, since=None)
 
     async def _events(self, query: EventQuery) -> EventPage:
         """Events as asked; a cursor this store did not issue (another store's, an old tab's) reads from now."""
@@ -196,13 +216,9 @@ class StoreSource:
 
     async def _message_events(self, message_id: str, *, since: float = 0.0) -> list[Event]:
         found: list[Event] = []
-        query = EventQuery(message_id=message_id, since=since, limit=PAGE)
-        while len(found) < STORY_MAX_EVENTS:
-            page = await self._events(query)
-            found.extend(page.events)
-            if len(page.events) < PAGE or page.cursor is None:
-                break
-            query = EventQuery(message_id=message_id, after=page.cursor, limit=PAGE)
+        await self._scan(
+            EventQuery(message_id=message_id, since=since, limit=PAGE), found.extend, STORY_MAX_EVENTS
+        )
         return found[:STORY_MAX_EVENTS]
 
     async def message_story(self, message_id: str) -> MessageStory | None:
@@ -297,16 +313,8 @@ class StoreSource:
     async def stats(self, since: float) -> Stats:
         depth_now = {s.name: s.queue_depth for s in await self.sessions()}
         window = Window(since, self.clock())
-        page = await self._events(EventQuery(since=since, limit=PAGE))
-        read = 0
-        while True:
-            window.add(page.events)
-            read += len(page.events)
-            full = len(page.events) == PAGE and page.cursor is not None
-            if not full or read >= STATS_MAX_EVENTS:
-                break
-            page = await self._events(EventQuery(after=page.cursor, limit=PAGE))
-        return window.stats(depth_now, partial=full)
+        _, partial = await self._scan(EventQuery(since=since, limit=PAGE), window.add, STATS_MAX_EVENTS)
+        return window.stats(depth_now, partial=partial)
 
     async def totals(self, latency_bounds: Sequence[float]) -> Totals:
         """Counts over every retained event on the first call, then kept running: a call reads what is new."""
@@ -314,17 +322,18 @@ class StoreSource:
             if self._tally is None or self._tally.bounds != tuple(latency_bounds):
                 self._tally, self._tally_cursor = Tally(latency_bounds), None
             tally = self._tally
-            while True:
-                if self._tally_cursor is None:
-                    page = await self._call(self.store.events, EventQuery(since=0.0, limit=PAGE))
-                else:
-                    page = await self._call(
-                        self.store.events, EventQuery(after=self._tally_cursor, limit=PAGE)
-                    )
-                tally.add(page.events)
-                self._tally_cursor = page.cursor or self._tally_cursor
-                if len(page.events) < PAGE:
-                    break
+            if self._tally_cursor is None:
+                query = EventQuery(since=0.0, limit=PAGE)
+            else:
+                query = EventQuery(after=self._tally_cursor, limit=PAGE)
+            capped = True
+            try:
+                while capped:  # in steps, so a first count over a long log keeps its cursor as it goes
+                    self._tally_cursor, capped = await self._scan(query, tally.add, TOTALS_STEP)
+                    query = EventQuery(after=self._tally_cursor, limit=PAGE)
+            except BaseException:
+                self._tally = None  # it may hold part of a page past its cursor: count afresh next time
+                raise
             return tally.totals(store_errors=self.store_errors, store_retries=self.store_retries)
 
     async def wait_for_change(self, after: str | None, timeout: float) -> bool:
