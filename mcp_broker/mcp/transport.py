@@ -12,9 +12,10 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -33,6 +34,8 @@ from .sdk import ContextSendStream, context_streams, lifespan, low_level
 logger = logging.getLogger("mcp_broker.transport")
 
 _DISCARD_CHUNK = 64 * 1024
+_READ_CHUNK = 256 * 1024
+_INLINE_PARSE_BYTES = 64 * 1024  # longer lines are parsed on a worker thread
 _EOF_GRACE_SECONDS = 2.0
 _BAD_ID = "Invalid Request: the id must be a string or an integer"
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # unrolled loop: linear, no backtracking
@@ -145,8 +148,17 @@ def _next_item(stdin: BinaryIO, limit: int) -> tuple[str, SessionMessage | None]
     if len(line) > limit and not line.endswith(b"\n"):
         while (chunk := stdin.readline(_DISCARD_CHUNK)) and not chunk.endswith(b"\n"):
             pass
-        logger.warning("rejected a request over %d bytes", limit)
-        return "reply", _reply_for_bad_line(line, None)
+        return _too_large(line, limit)
+    return _classify(line)
+
+
+def _too_large(line: bytes, limit: int) -> tuple[str, SessionMessage | None]:
+    logger.warning("rejected a request over %d bytes", limit)
+    return "reply", _reply_for_bad_line(line, None)
+
+
+def _classify(line: bytes) -> tuple[str, SessionMessage | None]:
+    """One whole line as skip/message/reply."""
     if not line.strip():
         return "skip", None
     try:
@@ -216,15 +228,19 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
     # the clone keeps it open after the server closes its end until the reader is done.
     replies_to_wire = to_wire.clone()
     in_flight: set[Any] = set()  # ids of requests handed to the server and not answered yet
+    # Pipes and sockets (what hosts give us) are served on the event loop, non-blocking: two thread
+    # hand-offs per call cost more CPU than the rest of a small call's transport. Anything else
+    # (a file, a terminal shared with a shell) keeps the blocking threads.
+    in_fd, out_fd = _pollable(stdin), _pollable(stdout)
 
     async def reader() -> None:
-        lines, lines_out = anyio.create_memory_object_stream[tuple[str, SessionMessage | None]](0)
-        async with BlockingPortal() as portal, to_server, replies_to_wire, lines, lines_out:
-            # A daemon thread, not anyio.to_thread: a read still blocked on stdin when
-            # serving stops must not keep the interpreter from exiting.
-            args = (stdin, max_line_bytes, portal, lines)
-            threading.Thread(target=_pump_stdin, args=args, name="mcp-stdin", daemon=True).start()
-            async for kind, item in lines_out:
+        lines = (
+            _lines_on_loop(in_fd, max_line_bytes)
+            if in_fd is not None
+            else _lines_in_thread(stdin, max_line_bytes)
+        )
+        async with to_server, replies_to_wire:
+            async for kind, item in lines:
                 if kind == "eof":
                     logger.info("stdin closed; shutting down")
                     # A request on the last line (even one without a newline) still gets its answer,
@@ -244,7 +260,10 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
                 async for session_message in from_server:
                     message = session_message.message
                     frame = message.model_dump_json(by_alias=True, exclude_unset=True)
-                    await anyio.to_thread.run_sync(_write_frame, stdout, frame, abandon_on_cancel=True)
+                    if out_fd is not None:
+                        await _write_on_loop(out_fd, frame.encode("utf-8") + b"\n")
+                    else:
+                        await anyio.to_thread.run_sync(_write_frame, stdout, frame, abandon_on_cancel=True)
                     if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
                         in_flight.discard(message.id)
             except OSError as exc:
@@ -258,6 +277,85 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
         logger.info("Starting MCP server %r with transport 'stdio'", mcp.name)
         server = low_level(mcp)
         await server.run(from_reader, to_wire, server.create_initialization_options())
+
+
+def _pollable(stream: BinaryIO) -> int | None:
+    """The stream's descriptor, switched to non-blocking, if it is a pipe or a socket; else None."""
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError):
+        return None
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return None
+    os.set_blocking(fd, False)
+    return fd
+
+
+async def _lines_in_thread(stdin: BinaryIO, limit: int) -> AsyncIterator[tuple[str, SessionMessage | None]]:
+    lines, lines_out = anyio.create_memory_object_stream[tuple[str, SessionMessage | None]](0)
+    async with BlockingPortal() as portal, lines, lines_out:
+        # A daemon thread, not anyio.to_thread: a read still blocked on stdin when
+        # serving stops must not keep the interpreter from exiting.
+        args = (stdin, limit, portal, lines)
+        threading.Thread(target=_pump_stdin, args=args, name="mcp-stdin", daemon=True).start()
+        async for item in lines_out:
+            yield item
+
+
+async def _lines_on_loop(fd: int, limit: int) -> AsyncIterator[tuple[str, SessionMessage | None]]:
+    """Read and classify lines on the event loop; a large line is parsed on a worker thread, so a
+    huge or pathological one never stalls the loop."""
+    buffer = bytearray()
+    discarding: bytes | None = None  # the head of an over-long line, while its rest is skipped
+    while True:
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            await anyio.wait_readable(fd)
+            continue
+        if not chunk:  # end of input: a last line without its newline still counts
+            if discarding is not None:
+                yield _too_large(discarding, limit)
+            elif buffer:
+                yield await _classify_sized(bytes(buffer))
+            yield "eof", None
+            return
+        start = 0
+        if discarding is not None:
+            end = chunk.find(b"\n")
+            if end < 0:
+                continue
+            yield _too_large(discarding, limit)
+            discarding = None
+            start = end + 1
+        buffer += chunk[start:] if start else chunk
+        scanned = 0
+        while (end := buffer.find(b"\n", scanned)) >= 0:
+            if end + 1 - scanned > limit:
+                yield _too_large(bytes(buffer[scanned : scanned + limit + 1]), limit)
+            else:
+                yield await _classify_sized(bytes(buffer[scanned : end + 1]))
+            scanned = end + 1
+        del buffer[:scanned]
+        if len(buffer) > limit:
+            discarding = bytes(buffer[: limit + 1])
+            buffer.clear()
+
+
+async def _classify_sized(line: bytes) -> tuple[str, SessionMessage | None]:
+    if len(line) <= _INLINE_PARSE_BYTES:
+        return _classify(line)
+    return await anyio.to_thread.run_sync(_classify, line)
+
+
+async def _write_on_loop(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await anyio.wait_writable(fd)
 
 
 async def _send(stream: ContextSendStream[Any], item: SessionMessage) -> None:
