@@ -15,12 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 import platformdirs
 
 Durability = Literal["normal", "full"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 TOOL_LIST = re.compile(r"[a-z][a-z_]*(,[a-z][a-z_]*)*")
+NAMESPACE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+DEFAULT_NAMESPACE = "default"
 
 
 def default_db_path() -> Path:
@@ -35,6 +38,7 @@ def default_store() -> str:
 @dataclass(frozen=True)
 class Settings:
     store: str = dataclasses.field(default_factory=default_store)
+    namespace: str = DEFAULT_NAMESPACE
     durability: Durability = "normal"
     stale_after: float = 30.0
     expire_after: float = 600.0
@@ -48,6 +52,9 @@ class Settings:
     history_retention_days: float = 7.0
     rate_per_second: float = 20.0
     rate_burst: float = 200.0
+    max_sessions: int = 10_000
+    max_protocol_versions: int = 10_000
+    max_adapters: int = 10_000
     max_open_streams: int = 16
     max_stream_chunks: int = 100_000
     stream_idle_seconds: float = 300.0
@@ -64,6 +71,11 @@ class Settings:
 # name -> (type, help). The order is the README's order.
 FIELDS: dict[str, tuple[type, str]] = {
     "store": (str, "the shared store: sqlite:///absolute/path.db or a plain path (--db is an alias)"),
+    "namespace": (
+        str,
+        "the namespace this process lives in: sessions, protocols, adapters and messages of one "
+        "namespace are invisible to every other (1-32 of a-z 0-9 _ -, starting with a letter or digit)",
+    ),
     "durability": (str, "normal (survives any process crash) or full (also survives power loss; slower)"),
     "stale_after": (float, "seconds without heartbeat before a session shows as stale"),
     "expire_after": (float, "seconds without heartbeat before a session counts as disconnected"),
@@ -77,6 +89,9 @@ FIELDS: dict[str, tuple[type, str]] = {
     "history_retention_days": (float, "days the history keeps finished messages and their events"),
     "rate_per_second": (float, "messages a session may send per second, on average (a token bucket)"),
     "rate_burst": (float, "messages a session may send at once before the rate applies"),
+    "max_sessions": (int, "sessions the store keeps at once (disconnected ones until pruned)"),
+    "max_protocol_versions": (int, "protocol versions the store keeps, all protocols together"),
+    "max_adapters": (int, "adapters the store keeps, all protocols together"),
     "max_open_streams": (int, "open streams one session may hold at once"),
     "max_stream_chunks": (int, "chunks one stream may carry"),
     "stream_idle_seconds": (float, "seconds without a chunk before an open stream is aborted"),
@@ -105,6 +120,10 @@ def _convert(field: str, raw: Any) -> Any:
         value = kind(raw)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{field}: {raw!r} is not a valid {kind.__name__}") from exc
+    if field == "namespace" and not NAMESPACE.fullmatch(value):
+        raise ValueError(
+            f"namespace {raw!r}: use 1 to 32 of a-z, 0-9, '_' and '-', starting with a letter or digit"
+        )
     if field == "durability" and value not in ("normal", "full"):
         raise ValueError("durability must be 'normal' or 'full'")
     if kind in (int, float) and not (math.isfinite(value) and value > 0):
@@ -118,6 +137,24 @@ def _convert(field: str, raw: Any) -> Any:
         if value not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
     return value
+
+
+def url_namespace(store: str) -> str | None:
+    """The namespace a store URL names itself (Redis: ``?namespace=``), or None."""
+    if "://" not in store:
+        return None
+    found = [v for k, v in parse_qsl(urlsplit(store).query, keep_blank_values=True) if k == "namespace"]
+    return found[-1] if found else None
+
+
+def check_namespace(settings: Settings) -> None:
+    """Refuse a store URL whose ``?namespace=`` disagrees with the namespace setting."""
+    named = url_namespace(settings.store)
+    if named is not None and named != settings.namespace:
+        raise ValueError(
+            f"the store URL names namespace {named!r} but the namespace setting is {settings.namespace!r}; "
+            f"set --namespace / MCP_BROKER_NAMESPACE to {named!r}, or drop ?namespace= from the URL"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, subcommand: bool = False) -> None:
@@ -150,7 +187,9 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             values[field] = _convert(field, raw)
     if "store" in values and "://" not in values["store"]:
         values["store"] = str(Path(values["store"]).expanduser())
-    return Settings(**values)
+    settings = Settings(**values)
+    check_namespace(settings)
+    return settings
 
 
 def parse(argv: Sequence[str]) -> Settings:

@@ -188,6 +188,13 @@ class StoreUnavailable(BrokerError):
     code = "STORE_UNAVAILABLE"
 
 
+class LimitReached(BrokerError):
+    """The store holds as many sessions, protocol versions or adapters as its settings allow
+    (max_sessions, max_protocol_versions, max_adapters); nothing was stored."""
+
+    code = "LIMIT_REACHED"
+
+
 class RateLimited(BrokerError):
     """The sending session used up its rate (a token bucket); nothing was stored. Retry after
     ``retry_after_seconds``, which the text and the error's structured data both carry."""

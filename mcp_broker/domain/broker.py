@@ -63,10 +63,25 @@ class Broker:
         )
         self.binding = Binding(notifier)
         self.presence = Presence(settings, probe or LocalProcesses(self.identity))
-        self.catalog = Catalog(store, self.binding, self.presence, clock, limits)
+        self.catalog = Catalog(
+            store,
+            self.binding,
+            self.presence,
+            clock,
+            limits,
+            max_versions=settings.max_protocol_versions,
+            max_adapters=settings.max_adapters,
+        )
         self.limiter = RateLimiter(store, settings, clock)
         self.sessions = Sessions(
-            store, self.binding, self.presence, self.identity, self.owner, clock, rates=self.limiter
+            store,
+            self.binding,
+            self.presence,
+            self.identity,
+            self.owner,
+            clock,
+            rates=self.limiter,
+            max_sessions=settings.max_sessions,
         )
         self.inbox = Inbox(store, notifier, self.binding, self.owner, settings, clock)
         self.messaging = Messaging(

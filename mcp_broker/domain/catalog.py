@@ -11,6 +11,7 @@ from .. import adapters, routing, schemas, versions
 from ..adapter_checks import check_adapter
 from ..errors import (
     InvalidArgument,
+    LimitReached,
     PayloadInvalid,
     ProtocolConflict,
     TooLarge,
@@ -98,8 +99,13 @@ class Catalog:
         presence: Presence,
         clock: Callable[[], float],
         limits: schemas.Limits,
+        *,
+        max_versions: int | None = None,
+        max_adapters: int | None = None,
     ) -> None:
         self.store = store
+        self.max_versions = max_versions
+        self.max_adapters = max_adapters
         self.binding = binding
         self.presence = presence
         self.clock = clock
@@ -144,7 +150,12 @@ class Catalog:
         row = ProtocolRow(
             name, version, schema_text, cap_names, meta_json, fingerprint, self.clock(), response_text
         )
-        added = await self.store.add_protocol(row)
+        added = await self.store.add_protocol(row, max_versions=self.max_versions)
+        if added is Added.full:
+            raise LimitReached(
+                f"the store holds {self.max_versions} protocol versions (max_protocol_versions); nothing was "
+                "stored. Prune, or ask whoever runs the broker to raise the limit."
+            )
         if added is Added.conflict:
             raise ProtocolConflict(
                 f"{name} {version} is already registered with a different definition; "
@@ -174,7 +185,12 @@ class Catalog:
         check_adapter(parsed, json.loads(source.schema), json.loads(target.schema), self.limits)
         dumped = adapters.dump_steps(parsed)
         row = AdapterRow(protocol, from_version, to_version, dumped, _fingerprint(dumped), self.clock())
-        added = await self.store.add_adapter(row)
+        added = await self.store.add_adapter(row, max_adapters=self.max_adapters)
+        if added is Added.full:
+            raise LimitReached(
+                f"the store holds {self.max_adapters} adapters (max_adapters); nothing was stored. Ask whoever "
+                "runs the broker to raise the limit."
+            )
         label = f"adapter {protocol} {from_version} -> {to_version}"
         if added is Added.conflict:
             raise ProtocolConflict(

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import procs, routing, schemas, versions
-from ..errors import AlreadyConnected, InvalidArgument, NameTaken, UnknownSession
+from ..errors import AlreadyConnected, InvalidArgument, LimitReached, NameTaken, UnknownSession
 from ..models import (
     AdaptedRoute,
     ConnectResult,
@@ -21,7 +21,7 @@ from ..models import (
     SessionStatus,
     Unsupported,
 )
-from ..store.contract import Conflict, SessionClaim, SessionRow, Snapshot, SnapshotQuery, Store
+from ..store.contract import Conflict, Full, SessionClaim, SessionRow, Snapshot, SnapshotQuery, Store
 from .binding import Binding
 from .checks import (
     MAX_PROTOCOLS_PER_SESSION,
@@ -57,6 +57,7 @@ class Sessions:
         clock: Callable[[], float],
         *,
         rates: RateLimiter | None = None,
+        max_sessions: int | None = None,
     ) -> None:
         self.store = store
         self.binding = binding
@@ -65,6 +66,7 @@ class Sessions:
         self.owner = owner  # this broker instance, as recorded on the session it holds
         self.clock = clock
         self.rates = rates  # shows each session's sending rate, where rate limits apply
+        self.max_sessions = max_sessions
 
     async def connect(
         self,
@@ -110,11 +112,17 @@ class Sessions:
                 now=now,
                 expect_exists=existing is not None,
                 expect_owner=existing.owner if existing is not None else None,
+                max_sessions=self.max_sessions,
             )
             try:
                 row = await self.store.claim_session(claim)
             except Conflict:
                 continue
+            except Full:
+                raise LimitReached(
+                    f"the store holds {self.max_sessions} sessions (max_sessions); nothing was stored. "
+                    "Resume an existing name, or ask whoever runs the broker to prune or raise the limit."
+                ) from None
             break
         else:
             raise Conflict(f"session {name!r} kept changing while connecting")

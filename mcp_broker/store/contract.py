@@ -83,6 +83,10 @@ class Conflict(StoreError):
     """What a conditional write re-checked has changed since the snapshot; decide again."""
 
 
+class Full(StoreError):
+    """The store holds as many of these (sessions, protocol versions, adapters) as it may."""
+
+
 # --- outcomes ------------------------------------------------------------------------------------
 
 
@@ -90,6 +94,7 @@ class Added(StrEnum):
     registered = "registered"
     unchanged = "unchanged"  # this exact definition is there already
     conflict = "conflict"  # another definition holds the same key
+    full = "full"  # the store holds as many as the caller's cap allows: nothing stored
 
 
 class AckState(StrEnum):
@@ -186,6 +191,7 @@ class SessionClaim:
     now: float
     expect_exists: bool
     expect_owner: str | None
+    max_sessions: int | None = None  # a new session past this many raises Full
 
 
 @dataclass(frozen=True)
@@ -395,10 +401,10 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # catalog: protocols and adapters, immutable once stored
-    async def add_protocol(self, row: ProtocolRow) -> Added: ...
+    async def add_protocol(self, row: ProtocolRow, *, max_versions: int | None = None) -> Added: ...
     async def get_protocol(self, name: str, version: str) -> ProtocolRow | None: ...
     async def list_protocols(self, name: str | None = None) -> list[ProtocolRow]: ...
-    async def add_adapter(self, row: AdapterRow) -> Added: ...
+    async def add_adapter(self, row: AdapterRow, *, max_adapters: int | None = None) -> Added: ...
     async def list_adapters(self, protocol: str | None = None) -> list[AdapterRow]: ...
 
     # reads for one decision

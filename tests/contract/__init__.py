@@ -4,5 +4,8 @@ import pytest
 
 # The suite's asserts live outside a test_ module; have pytest explain their failures all the same.
 pytest.register_assert_rewrite(
-    "contract.store_contract", "contract.traffic_contract", "contract.features_contract"
+    "contract.store_contract",
+    "contract.traffic_contract",
+    "contract.features_contract",
+    "contract.namespace_contract",
 )

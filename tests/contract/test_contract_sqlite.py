@@ -12,11 +12,13 @@ from mcp_broker.store.contract import Store
 from mcp_broker.store.sqlite import SqliteStore
 
 from .features_contract import FeaturesContract
+from .limits_contract import LimitsContract
+from .namespace_contract import NamespaceContract, Namespaced
 from .store_contract import StoreContract, StoreFactory
 from .traffic_contract import TrafficContract
 
 
-class TestSqliteStore(StoreContract, TrafficContract, FeaturesContract):
+class TestSqliteStore(StoreContract, TrafficContract, FeaturesContract, LimitsContract, NamespaceContract):
     @pytest.fixture
     async def store_factory(self, db_path: Path) -> AsyncIterator[StoreFactory]:
         async with AsyncExitStack() as stack:
@@ -32,3 +34,16 @@ class TestSqliteStore(StoreContract, TrafficContract, FeaturesContract):
     @pytest.fixture
     async def store(self, store_factory: StoreFactory) -> Store:
         return await store_factory()
+
+    @pytest.fixture
+    async def namespaced(self, db_path: Path) -> AsyncIterator[Namespaced]:
+        """Stores on the one file, each in the namespace named."""
+        async with AsyncExitStack() as stack:
+
+            async def open_store(namespace: str) -> Store:
+                store = SqliteStore(db_path, namespace=namespace)
+                await store.open()
+                stack.push_async_callback(store.close)
+                return store
+
+            yield open_store

@@ -30,6 +30,7 @@ from mcp_broker.errors import (
     InvalidCursor,
     InvalidSchema,
     InvalidVersion,
+    LimitReached,
     NameTaken,
     NoCommonVersion,
     NotAccepted,
@@ -1379,3 +1380,16 @@ async def test_tools_need_a_session(brokers: BrokerFactory, call: Callable[[Brok
     await register(a)
     with pytest.raises(NotConnected, match="connect"):
         await call(a)
+
+
+async def test_caps_on_what_the_store_holds_refuse_with_limit_reached(brokers: BrokerFactory) -> None:
+    a = await brokers(max_sessions=2, max_protocol_versions=1, max_adapters=1)
+    await a.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
+    with pytest.raises(LimitReached, match="max_protocol_versions"):
+        await a.catalog.register_protocol("chat", "2.0.0", CHAT_SCHEMA, ["point_to_point"])
+    await a.sessions.connect("alice", speaks(("chat", "^1.0")))
+    b, c = await brokers(max_sessions=2), await brokers(max_sessions=2)
+    await b.sessions.connect("bob", speaks(("chat", "^1.0")))
+    with pytest.raises(LimitReached, match="max_sessions"):
+        await c.sessions.connect("carol", speaks(("chat", "^1.0")))
+    assert [s.name for s in await a.sessions.sessions_view()] == ["alice", "bob"]

@@ -17,6 +17,7 @@ from mcp_broker.config import FIELDS, Settings, add_arguments, default_db_path, 
 # One valid, non-default raw value per setting, and what it becomes.
 SAMPLES: dict[str, tuple[str, Any]] = {
     "store": ("/tmp/elsewhere/broker.db", "/tmp/elsewhere/broker.db"),
+    "namespace": ("team-a", "team-a"),
     "durability": ("full", "full"),
     "stale_after": ("12.5", 12.5),
     "expire_after": ("90", 90.0),
@@ -30,6 +31,9 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "history_retention_days": ("30", 30.0),
     "rate_per_second": ("2.5", 2.5),
     "rate_burst": ("10", 10.0),
+    "max_sessions": ("100", 100),
+    "max_protocol_versions": ("200", 200),
+    "max_adapters": ("300", 300),
     "max_open_streams": ("4", 4),
     "max_stream_chunks": ("500", 500),
     "stream_idle_seconds": ("60", 60.0),

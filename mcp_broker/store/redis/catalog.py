@@ -10,6 +10,7 @@ from ..contract import (
     AdapterRow,
     Added,
     Conflict,
+    Full,
     ProtocolRow,
     SessionClaim,
     SessionRow,
@@ -28,7 +29,7 @@ def _opt(value: Any) -> str:
 class Catalog(RedisBase):
     """Protocols and adapters, sessions, and agreements between them."""
 
-    async def add_protocol(self, row: ProtocolRow) -> Added:
+    async def add_protocol(self, row: ProtocolRow, *, max_versions: int | None = None) -> Added:
         found = await self._run(
             "add",
             "protocol",
@@ -37,6 +38,7 @@ class Catalog(RedisBase):
             row.fingerprint,
             row_json(row),
             json.dumps(row.capabilities),
+            _opt(max_versions),
         )
         return Added(found)
 
@@ -48,7 +50,7 @@ class Catalog(RedisBase):
         rows = [protocol_row(t) for t in await self._run("catalog", "protocol", name or "")]
         return sorted(rows, key=lambda r: (r.name, r.version))
 
-    async def add_adapter(self, row: AdapterRow) -> Added:
+    async def add_adapter(self, row: AdapterRow, *, max_adapters: int | None = None) -> Added:
         found = await self._run(
             "add",
             "adapter",
@@ -57,6 +59,7 @@ class Catalog(RedisBase):
             row.fingerprint,
             row_json(row),
             "",
+            _opt(max_adapters),
         )
         return Added(found)
 
@@ -126,9 +129,12 @@ class Catalog(RedisBase):
             repr(claim.now),
             int(claim.expect_exists),
             _opt(claim.expect_owner),
+            _opt(claim.max_sessions),
         )
         if found == "conflict":
             raise Conflict(f"session {claim.name!r} changed since it was read")
+        if found == "full":
+            raise Full(f"the store holds {claim.max_sessions} sessions")
         return session_row(found)
 
     async def heartbeat(self, session_id: str, owner: str, now: float) -> bool:

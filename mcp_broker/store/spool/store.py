@@ -264,8 +264,8 @@ class SpoolingStore:
 
     # --- the rest passes through ------------------------------------------------------------------------
 
-    async def add_protocol(self, row: ProtocolRow) -> Added:
-        return await self._call(self.inner.add_protocol(row))
+    async def add_protocol(self, row: ProtocolRow, *, max_versions: int | None = None) -> Added:
+        return await self._call(self.inner.add_protocol(row, max_versions=max_versions))
 
     async def get_protocol(self, name: str, version: str) -> ProtocolRow | None:
         return await self._call(self.inner.get_protocol(name, version))
@@ -273,8 +273,8 @@ class SpoolingStore:
     async def list_protocols(self, name: str | None = None) -> list[ProtocolRow]:
         return await self._call(self.inner.list_protocols(name))
 
-    async def add_adapter(self, row: AdapterRow) -> Added:
-        return await self._call(self.inner.add_adapter(row))
+    async def add_adapter(self, row: AdapterRow, *, max_adapters: int | None = None) -> Added:
+        return await self._call(self.inner.add_adapter(row, max_adapters=max_adapters))
 
     async def list_adapters(self, protocol: str | None = None) -> list[AdapterRow]:
         return await self._call(self.inner.list_adapters(protocol))

@@ -11,6 +11,7 @@ from ..contract import (
     AdapterRow,
     Added,
     Conflict,
+    Full,
     ProtocolRow,
     SessionClaim,
     SessionRow,
@@ -20,21 +21,29 @@ from ..contract import (
 from .base import DEPTH_SQL, StoreBase
 from .rows import adapter_row, protocol_row, session_row
 
-SESSION_WITH_DEPTH = f"SELECT *, ({DEPTH_SQL}) AS queue_depth FROM sessions"
+# Every read of sessions starts here, so it is this namespace's sessions only: append "AND ...".
+SESSION_WITH_DEPTH = f"SELECT *, ({DEPTH_SQL}) AS queue_depth FROM sessions WHERE namespace = ns()"
 
 
 class Catalog(StoreBase):
     """Protocols and adapters, sessions, and agreements between them."""
 
-    async def add_protocol(self, row: ProtocolRow) -> Added:
+    async def add_protocol(self, row: ProtocolRow, *, max_versions: int | None = None) -> Added:
         def run(db: sqlite3.Connection) -> Added:
             found = db.execute(
-                "SELECT fingerprint FROM protocols WHERE name = ? AND version = ?", (row.name, row.version)
+                "SELECT fingerprint FROM protocols WHERE namespace = ns() AND name = ? AND version = ?",
+                (row.name, row.version),
             ).fetchone()
             if found is not None:
                 return Added.unchanged if found[0] == row.fingerprint else Added.conflict
+            if (
+                max_versions is not None
+                and db.execute("SELECT count(*) FROM protocols").fetchone()[0] >= max_versions
+            ):
+                return Added.full
             db.execute(
-                "INSERT INTO protocols VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                """INSERT INTO protocols (namespace, name, version, schema, capabilities, metadata, fingerprint,
+                   registered_at, response_schema) VALUES (ns(), ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     row.name,
                     row.version,
@@ -53,7 +62,7 @@ class Catalog(StoreBase):
     async def get_protocol(self, name: str, version: str) -> ProtocolRow | None:
         def run(db: sqlite3.Connection) -> ProtocolRow | None:
             row = db.execute(
-                "SELECT * FROM protocols WHERE name = ? AND version = ?", (name, version)
+                "SELECT * FROM protocols WHERE namespace = ns() AND name = ? AND version = ?", (name, version)
             ).fetchone()
             return None if row is None else protocol_row(row)
 
@@ -62,23 +71,30 @@ class Catalog(StoreBase):
     async def list_protocols(self, name: str | None = None) -> list[ProtocolRow]:
         def run(db: sqlite3.Connection) -> list[ProtocolRow]:
             if name is None:
-                rows = db.execute("SELECT * FROM protocols ORDER BY name")
+                rows = db.execute("SELECT * FROM protocols WHERE namespace = ns() ORDER BY name")
             else:
-                rows = db.execute("SELECT * FROM protocols WHERE name = ?", (name,))
+                rows = db.execute("SELECT * FROM protocols WHERE namespace = ns() AND name = ?", (name,))
             return [protocol_row(r) for r in rows]
 
         return await self._tx(run, write=False)
 
-    async def add_adapter(self, row: AdapterRow) -> Added:
+    async def add_adapter(self, row: AdapterRow, *, max_adapters: int | None = None) -> Added:
         def run(db: sqlite3.Connection) -> Added:
             found = db.execute(
-                "SELECT fingerprint FROM adapters WHERE protocol = ? AND from_version = ? AND to_version = ?",
+                """SELECT fingerprint FROM adapters
+                   WHERE namespace = ns() AND protocol = ? AND from_version = ? AND to_version = ?""",
                 (row.protocol, row.from_version, row.to_version),
             ).fetchone()
             if found is not None:
                 return Added.unchanged if found[0] == row.fingerprint else Added.conflict
+            if (
+                max_adapters is not None
+                and db.execute("SELECT count(*) FROM adapters").fetchone()[0] >= max_adapters
+            ):
+                return Added.full
             db.execute(
-                "INSERT INTO adapters VALUES (?, ?, ?, ?, ?, ?)",
+                """INSERT INTO adapters (namespace, protocol, from_version, to_version, steps, fingerprint,
+                   registered_at) VALUES (ns(), ?, ?, ?, ?, ?, ?)""",
                 (
                     row.protocol,
                     row.from_version,
@@ -95,9 +111,13 @@ class Catalog(StoreBase):
     async def list_adapters(self, protocol: str | None = None) -> list[AdapterRow]:
         def run(db: sqlite3.Connection) -> list[AdapterRow]:
             if protocol is None:
-                rows = db.execute("SELECT * FROM adapters ORDER BY protocol, from_version, to_version")
+                rows = db.execute(
+                    "SELECT * FROM adapters WHERE namespace = ns() ORDER BY protocol, from_version, to_version"
+                )
             else:
-                rows = db.execute("SELECT * FROM adapters WHERE protocol = ?", (protocol,))
+                rows = db.execute(
+                    "SELECT * FROM adapters WHERE namespace = ns() AND protocol = ?", (protocol,)
+                )
             return [adapter_row(r) for r in rows]
 
         return await self._tx(run, write=False)
@@ -107,7 +127,9 @@ class Catalog(StoreBase):
 
     async def claim_session(self, claim: SessionClaim) -> SessionRow:
         def run(db: sqlite3.Connection) -> SessionRow:
-            found = db.execute("SELECT id, owner FROM sessions WHERE name = ?", (claim.name,)).fetchone()
+            found = db.execute(
+                "SELECT id, owner FROM sessions WHERE namespace = ns() AND name = ?", (claim.name,)
+            ).fetchone()
             if (found is not None) != claim.expect_exists or (
                 found is not None and found["owner"] != claim.expect_owner
             ):
@@ -129,15 +151,18 @@ class Catalog(StoreBase):
                        owner = :owner, host = :host, pid = :pid, proc_start = :proc_start,
                        last_seen = :now, disconnected_at = NULL, revision = revision + 1,
                        connected_at = CASE WHEN owner = :owner THEN connected_at ELSE :now END
-                       WHERE id = :id""",
+                       WHERE namespace = ns() AND id = :id""",
                     {**fields, "id": session_id},
                 )
             else:
+                held = db.execute("SELECT count(*) FROM sessions").fetchone()[0] if claim.max_sessions else 0
+                if claim.max_sessions is not None and held >= claim.max_sessions:
+                    raise Full(f"the store holds {claim.max_sessions} sessions")
                 session_id = claim.new_id
                 db.execute(
-                    """INSERT INTO sessions (id, name, protocols, features, metadata, owner, host, pid,
-                       proc_start, connected_at, last_seen)
-                       VALUES (:id, :name, :protocols, :features, :metadata, :owner, :host, :pid,
+                    """INSERT INTO sessions (id, namespace, name, protocols, features, metadata, owner, host,
+                       pid, proc_start, connected_at, last_seen)
+                       VALUES (:id, ns(), :name, :protocols, :features, :metadata, :owner, :host, :pid,
                        :proc_start, :now, :now)""",
                     {**fields, "id": session_id, "name": claim.name},
                 )
@@ -148,7 +173,8 @@ class Catalog(StoreBase):
     async def heartbeat(self, session_id: str, owner: str, now: float) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             cur = db.execute(
-                "UPDATE sessions SET last_seen = ? WHERE id = ? AND owner = ? AND disconnected_at IS NULL",
+                """UPDATE sessions SET last_seen = ?
+                   WHERE namespace = ns() AND id = ? AND owner = ? AND disconnected_at IS NULL""",
                 (now, session_id, owner),
             )
             return cur.rowcount == 1
@@ -158,7 +184,8 @@ class Catalog(StoreBase):
     async def end_session(self, session_id: str, owner: str, now: float) -> SessionRow | None:
         def run(db: sqlite3.Connection) -> SessionRow | None:
             cur = db.execute(
-                "UPDATE sessions SET disconnected_at = ? WHERE id = ? AND owner = ?", (now, session_id, owner)
+                "UPDATE sessions SET disconnected_at = ? WHERE namespace = ns() AND id = ? AND owner = ?",
+                (now, session_id, owner),
             )
             return _session(db, session_id, now) if cur.rowcount else None
 
@@ -167,9 +194,7 @@ class Catalog(StoreBase):
     async def find_session(self, ref: str, *, is_id: bool, now: float) -> SessionRow | None:
         def run(db: sqlite3.Connection) -> SessionRow | None:
             column = "id" if is_id else "name"
-            row = db.execute(
-                f"{SESSION_WITH_DEPTH} WHERE {column} = :ref", {"ref": ref, "now": now}
-            ).fetchone()
+            row = db.execute(f"{SESSION_WITH_DEPTH} AND {column} = :ref", {"ref": ref, "now": now}).fetchone()
             return None if row is None else session_row(row)
 
         return await self._tx(run, write=False)
@@ -184,14 +209,16 @@ class Catalog(StoreBase):
     async def save_agreements(self, agreements: Sequence[tuple[str, str, str, str]], now: float) -> None:
         def run(db: sqlite3.Connection) -> None:
             db.executemany(
-                "INSERT OR REPLACE INTO agreements VALUES (?, ?, ?, ?, ?)", [(*a, now) for a in agreements]
+                """INSERT OR REPLACE INTO agreements (session_id, peer_id, protocol, version, agreed_at, namespace)
+                   VALUES (?, ?, ?, ?, ?, ns())""",
+                [(*a, now) for a in agreements],
             )
 
         await self._tx(run)
 
 
 def _session(db: sqlite3.Connection, session_id: str, now: float) -> SessionRow:
-    row = db.execute(f"{SESSION_WITH_DEPTH} WHERE id = :id", {"id": session_id, "now": now}).fetchone()
+    row = db.execute(f"{SESSION_WITH_DEPTH} AND id = :id", {"id": session_id, "now": now}).fetchone()
     return session_row(row)
 
 
@@ -208,14 +235,19 @@ def read_snapshot(db: sqlite3.Connection, query: SnapshotQuery) -> Snapshot:
             sessions[r["id"]] = session_row(r)
     else:
         for session_id in query.session_ids:
-            r = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            r = db.execute(
+                "SELECT * FROM sessions WHERE namespace = ns() AND id = ?", (session_id,)
+            ).fetchone()
             if r is not None:
                 sessions[r["id"]] = session_row(r)
     for ref, is_id in query.session_refs:
         if query.all_sessions:
             match = next((s.id for s in sessions.values() if (s.id if is_id else s.name) == ref), None)
         else:
-            r = db.execute(f"SELECT * FROM sessions WHERE {'id' if is_id else 'name'} = ?", (ref,)).fetchone()
+            column = "id" if is_id else "name"
+            r = db.execute(
+                f"SELECT * FROM sessions WHERE namespace = ns() AND {column} = ?", (ref,)
+            ).fetchone()
             match = None if r is None else r["id"]
             if r is not None:
                 sessions.setdefault(r["id"], session_row(r))
@@ -224,15 +256,18 @@ def read_snapshot(db: sqlite3.Connection, query: SnapshotQuery) -> Snapshot:
 
     names = query.protocols
     if names is None:
-        rows = db.execute("SELECT name, version, capabilities FROM protocols").fetchall()
-        adapter_rows = db.execute("SELECT * FROM adapters").fetchall()
+        rows = db.execute(
+            "SELECT name, version, capabilities FROM protocols WHERE namespace = ns()"
+        ).fetchall()
+        adapter_rows = db.execute("SELECT * FROM adapters WHERE namespace = ns()").fetchall()
     else:
         marks = ",".join("?" * len(names))
         rows = db.execute(
-            f"SELECT name, version, capabilities FROM protocols WHERE name IN ({marks})", tuple(names)
+            f"SELECT name, version, capabilities FROM protocols WHERE namespace = ns() AND name IN ({marks})",
+            tuple(names),
         ).fetchall()
         adapter_rows = db.execute(
-            f"SELECT * FROM adapters WHERE protocol IN ({marks})", tuple(names)
+            f"SELECT * FROM adapters WHERE namespace = ns() AND protocol IN ({marks})", tuple(names)
         ).fetchall()
     versions: dict[str, dict[str, list[str]]] = {name: {} for name in names or ()}
     for r in rows:
@@ -247,7 +282,8 @@ def read_snapshot(db: sqlite3.Connection, query: SnapshotQuery) -> Snapshot:
         if peers:
             marks = ",".join("?" * len(peers))
             for r in db.execute(
-                f"SELECT peer_id, protocol, version FROM agreements WHERE session_id = ? AND peer_id IN ({marks})",
+                f"""SELECT peer_id, protocol, version FROM agreements
+                    WHERE namespace = ns() AND session_id = ? AND peer_id IN ({marks})""",
                 (query.agreed_by, *peers),
             ):
                 agreed[(r["peer_id"], r["protocol"])] = r["version"]

@@ -1,7 +1,7 @@
 -- Create the session ``name`` or take over its row, if its owner is still the expected one
 -- (see Store.claim_session). ARGV: new id, name, owner, host, pid, proc_start, protocols,
--- features, metadata, now, expect_exists (1/0), expect_owner ('' none).
--- Returns the row (with its depth), or 'conflict'.
+-- features, metadata, now, expect_exists (1/0), expect_owner ('' none), max_sessions ('' none).
+-- Returns the row (with its depth), 'conflict', or 'full' (a new session past max_sessions).
 local new_id, name, owner = ARGV[1], ARGV[2], ARGV[3]
 local now, expect_exists, expect_owner = ARGV[10], ARGV[11] == '1', opt(ARGV[12])
 local names = P .. 'names'
@@ -20,6 +20,8 @@ if id then
   redis.call('HDEL', s, 'disconnected_at')
   redis.call('HINCRBY', s, 'revision', 1)
 else
+  local cap = opt(ARGV[13])
+  if cap and redis.call('HLEN', names) >= tonumber(cap) then return 'full' end
   id = new_id
   redis.call('HSET', key('s', id), 'id', id, 'name', name, 'connected_at', now, 'revision', 0, unpack(fields))
   redis.call('HSET', names, name, id)
