@@ -27,6 +27,7 @@ import aiosqlite
 
 from ..contract import Retryable, Unavailable
 from . import _aiosqlite
+from .turns import Turns, turns_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +46,9 @@ IN_ORDER = """(d.stream_seq IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WH
 # Waiting deliveries (queued or leased, not expired): the contract's one definition of inbox depth.
 WAITING = "state IN ('queued', 'leased') AND (expires_at IS NULL OR expires_at > :now)"
 DEPTH_SQL = f"SELECT count(*) FROM deliveries WHERE recipient_id = sessions.id AND {WAITING}"
+
+
+TURN_BUDGET = 2.0  # seconds a write waits in line for its turn before it is refused, early
 
 
 class _Busy(Exception):
@@ -69,10 +73,15 @@ class StoreBase:
         # Transactions handed to the worker thread and not yet finished. While there are any, the
         # connection is theirs: nothing runs on the event loop's thread, and order is kept.
         self._in_thread = 0
+        self._turns: Turns | None = None
 
     async def open(self) -> None:
         try:
             self._create_file()
+            try:
+                self._turns = Turns(turns_path(self.path))
+            except OSError as exc:  # writers still take SQLite's lock, only without a queue
+                log.warning("no queue of writers (%s); retrying around the lock instead", exc)
             self._conn = await aiosqlite.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
             )
@@ -83,6 +92,7 @@ class StoreBase:
             if self._conn is not None:
                 await self._conn.close()
                 self._conn = None
+            self._close_turns()
             if not isinstance(exc, OSError | sqlite3.Error):
                 raise
             raise Unavailable(
@@ -97,6 +107,12 @@ class StoreBase:
             finally:
                 self._conn = None
                 await conn.close()
+        self._close_turns()
+
+    def _close_turns(self) -> None:
+        if self._turns is not None:
+            self._turns.close()
+            self._turns = None
 
     def _create_file(self) -> None:
         try:
@@ -218,7 +234,31 @@ class StoreBase:
         self, fn: Callable[..., T], *args: Any, write: bool, patient: bool = True, deferred: bool = False
     ) -> T:
         """Run ``fn(db, *args)`` in one transaction; while the file is locked, retry the whole of it
-        (``patient``) or raise ``_Busy``."""
+        (``patient``) or raise ``_Busy``. A write first takes its turn among the machine's writers
+        (``turns.py``): impatient, only if nobody holds one; patient, waiting in line for at most
+        ``TURN_BUDGET`` before it is refused early as busy."""
+        turns = self._turns if write else None
+        if turns is None:
+            return self._attempts(fn, *args, write=write, patient=patient, deferred=deferred)
+        if not patient:
+            if not turns.try_take():
+                raise _Busy
+            give = turns.give_quick
+        elif turns.take(min(self.busy_budget, TURN_BUDGET)):
+            give = turns.give
+        else:
+            raise Retryable(
+                f"the store is overloaded: this write waited {min(self.busy_budget, TURN_BUDGET):g} s for its turn "
+                "behind other writers. Retry in a second."
+            )
+        try:
+            return self._attempts(fn, *args, write=write, patient=patient, deferred=deferred)
+        finally:
+            give()
+
+    def _attempts(
+        self, fn: Callable[..., T], *args: Any, write: bool, patient: bool = True, deferred: bool = False
+    ) -> T:
         db = self._db
         deadline = time.monotonic() + self.busy_budget
         delay = 20e-6
