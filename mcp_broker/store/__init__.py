@@ -11,7 +11,7 @@ import importlib.util
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ..config import Settings
+from ..config import Settings, check_namespace
 from .contract import Notifier, Store
 
 __all__ = ["Notifier", "Store", "StoreUrlError", "check_store_url", "open_engine", "sqlite_path"]
@@ -70,15 +70,21 @@ def check_store_url(url: str) -> None:
 
 
 def open_engine(settings: Settings) -> tuple[Store, Notifier]:
-    """The store and notifier for ``settings.store``, not yet opened."""
+    """The store and notifier for ``settings.store`` in ``settings.namespace``, not yet opened."""
     check_store_url(settings.store)
+    try:
+        check_namespace(settings)
+    except ValueError as exc:
+        raise StoreUrlError(str(exc)) from exc
     path = sqlite_path(settings.store)
     if path is None:
         from .redis import RedisNotifier, RedisStore
 
-        redis_store = RedisStore(settings.store, durability=settings.durability)
+        redis_store = RedisStore(settings.store, namespace=settings.namespace, durability=settings.durability)
         return redis_store, RedisNotifier(redis_store)
     from .sqlite import BellNotifier, SqliteStore
 
-    store = SqliteStore(path, durability=settings.durability, busy_budget=settings.lock_timeout)
-    return store, BellNotifier(path)
+    store = SqliteStore(
+        path, namespace=settings.namespace, durability=settings.durability, busy_budget=settings.lock_timeout
+    )
+    return store, BellNotifier(path, settings.namespace)

@@ -17,6 +17,8 @@ import pytest
 from conftest import broker_process, started
 from test_e2e import CHAT, call, refusal, register, session, until
 
+from mcp_broker.config import url_namespace
+
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 ASK = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
@@ -27,8 +29,10 @@ ANSWER = {"type": "object", "properties": {"a": {"type": "integer"}}, "required"
 def spawn(redis_url: str) -> Callable[..., Any]:
     """``spawn(host_id=...)``: one broker process on the test's Redis namespace."""
 
+    namespace = url_namespace(redis_url)  # the URL's ?namespace= must agree with the setting
+
     def _spawn(**settings: Any) -> Any:
-        return broker_process(redis_url, **settings)
+        return broker_process(redis_url, **({"namespace": namespace} | settings))
 
     return _spawn
 

@@ -41,8 +41,8 @@ async def test_sigkill_of_redis_during_traffic_loses_no_answered_send(
     url = server.url("faults")
     try:
         async with (
-            started(lambda: broker_process(url, host_id="machine-a"), 1) as (a,),
-            started(lambda: broker_process(url, host_id="machine-b"), 1) as (b,),
+            started(lambda: broker_process(url, namespace="faults", host_id="machine-a"), 1) as (a,),
+            started(lambda: broker_process(url, namespace="faults", host_id="machine-b"), 1) as (b,),
         ):
             await run_traffic(server, a.client, b.client)
     finally:

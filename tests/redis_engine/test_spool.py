@@ -44,7 +44,7 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
 
 
 async def broker(stack: AsyncExitStack, server: Any) -> Broker:
-    settings = Settings(store=server.url(namespace="spool"), heartbeat_interval=0.5)
+    settings = Settings(store=server.url(namespace="spool"), namespace="spool", heartbeat_interval=0.5)
     return await stack.enter_async_context(Broker.running(settings))
 
 
@@ -104,7 +104,7 @@ async def test_sends_while_redis_is_down_are_spooled_then_delivered_in_order_onc
 async def test_a_broker_starts_while_redis_is_down_and_its_outbox_survives_a_restart(
     server: Any, tmp_path: Path
 ) -> None:
-    settings = Settings(store=server.url(namespace="restart"), heartbeat_interval=0.5)
+    settings = Settings(store=server.url(namespace="restart"), namespace="restart", heartbeat_interval=0.5)
     async with Broker.running(settings) as alice, Broker.running(settings) as bob:
         await alice.catalog.register_protocol("count", "1.0.0", SCHEMA, ["point_to_point"])
         await alice.sessions.connect("alice", [{"name": "count", "versions": "^1.0"}])

@@ -158,6 +158,9 @@ async def test_migration_003_upgrades_a_database_of_the_previous_release(db_path
         assert bob is not None and bob.revision == 0
         page = await s.dead_letters("b", limit=10, cursor=None)
         assert {r.message_id: r.reason for r in page.rows} == {"m1": "max_attempts", "m2": "expired"}
+    async with opened(db_path, namespace="team-b") as other:  # 006 put the rows from before in default
+        assert await other.find_session("bob", is_id=False, now=T0) is None
+        assert (await other.dead_letters("b", limit=10, cursor=None)).rows == []
 
 
 async def test_stores_opening_a_fresh_file_at_once_migrate_it_once(db_path: Path) -> None:
@@ -228,7 +231,10 @@ async def test_failed_transaction_rolls_back_and_connection_stays_usable(
     store: SqliteStore, db_path: Path
 ) -> None:
     def insert_then_fail(db: sqlite3.Connection) -> None:
-        db.execute("INSERT INTO protocols VALUES ('ghost', '1.0.0', '{}', '[]', '{}', 'f', 0, NULL)")
+        db.execute(
+            "INSERT INTO protocols (namespace, name, version, schema, capabilities, metadata, fingerprint, "
+            "registered_at) VALUES ('default', 'ghost', '1.0.0', '{}', '[]', '{}', 'f', 0)"
+        )
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):

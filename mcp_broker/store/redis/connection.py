@@ -54,15 +54,22 @@ class RedisUrl:
                 raise ValueError(f"use an absolute socket path: unix:///path/to/redis.sock (got {url!r})")
         elif parts.path not in ("", "/") and not parts.path.lstrip("/").isdigit():
             raise ValueError(f"the database is a number: redis://host:6379/0 (got {url!r})")
-        chosen = Keys(namespace or ours.get("namespace") or DEFAULT_NAMESPACE).namespace  # checks it
+        named = ours.get("namespace")
+        if namespace is not None and named is not None and named != namespace:
+            raise ValueError(
+                f"the store URL names namespace {named!r} but the namespace setting is {namespace!r}; "
+                "make them agree, or drop ?namespace= from the URL"
+            )
+        chosen = Keys(namespace or named or DEFAULT_NAMESPACE).namespace  # checks it
         netloc = parts.netloc
+        public = [(k, v) for k, v in theirs if k != "password"]  # redis-py also takes it as ?password=
         if parts.password is not None:
             user = parts.username or ""
             netloc = (f"{user}@" if user else "") + netloc.rpartition("@")[2]
         return cls(
             connect=_unsplit(parts.scheme, parts.netloc, parts.path, theirs),
             namespace=chosen,
-            shown=_unsplit(parts.scheme, netloc, parts.path, [*theirs, ("namespace", chosen)]),
+            shown=_unsplit(parts.scheme, netloc, parts.path, [*public, ("namespace", chosen)]),
         )
 
 

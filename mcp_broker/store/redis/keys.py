@@ -8,11 +8,11 @@ few that plain commands read.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DEFAULT_NAMESPACE = "default"
+from ...config import DEFAULT_NAMESPACE, NAMESPACE
+
+__all__ = ["DEFAULT_NAMESPACE", "Keys"]
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,10 @@ class Keys:
     namespace: str = DEFAULT_NAMESPACE
 
     def __post_init__(self) -> None:
-        if not NAMESPACE.match(self.namespace):
+        # No glob characters either, so an ACL key pattern ``~mb:{<ns>}:*`` matches this namespace alone.
+        if not NAMESPACE.fullmatch(self.namespace):
             raise ValueError(
-                f"namespace {self.namespace!r}: use 1 to 64 letters, digits, '_', '.' or '-', "
+                f"namespace {self.namespace!r}: use 1 to 32 of a-z, 0-9, '_' and '-', "
                 "starting with a letter or digit"
             )
 

@@ -16,6 +16,8 @@ __all__ = ["BellNotifier", "SqliteStore"]
 class SqliteStore(Catalog, Replies, Features, Traffic):
     """The catalog, the queue and the traffic log over one SQLite file; the contract's embedded engine."""
 
-    def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:
-        super().__init__(Path(path), durability=durability, busy_budget=busy_budget)
+    def __init__(
+        self, path: Path, *, namespace: str = "default", durability: str = "normal", busy_budget: float = 10.0
+    ) -> None:
+        super().__init__(Path(path), namespace=namespace, durability=durability, busy_budget=busy_budget)
         self.url = f"sqlite://{self.path}"

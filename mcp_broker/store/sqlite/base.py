@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from ...config import DEFAULT_NAMESPACE, NAMESPACE
 from ..contract import Retryable, Unavailable
 from . import _aiosqlite
 from .turns import Turns, turns_path
@@ -44,7 +45,7 @@ IN_ORDER = """(d.stream_seq IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries p WH
     AND p.recipient_id = d.recipient_id AND p.stream_seq < d.stream_seq AND p.state != 'acked'))"""
 
 # Waiting deliveries (queued or leased, not expired): the contract's one definition of inbox depth.
-WAITING = "state IN ('queued', 'leased') AND (expires_at IS NULL OR expires_at > :now)"
+WAITING = "namespace = ns() AND state IN ('queued', 'leased') AND (expires_at IS NULL OR expires_at > :now)"
 DEPTH_SQL = f"SELECT count(*) FROM deliveries WHERE recipient_id = sessions.id AND {WAITING}"
 
 
@@ -65,8 +66,18 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 class StoreBase:
     """The connection, its pragmas, migrations, and the one-transaction-per-operation runner."""
 
-    def __init__(self, path: Path, *, durability: str = "normal", busy_budget: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        durability: str = "normal",
+        busy_budget: float = 10.0,
+    ) -> None:
         self.path = Path(path)
+        if not NAMESPACE.fullmatch(namespace):
+            raise ValueError(f"namespace {namespace!r}: use 1 to 32 of a-z, 0-9, '_' and '-'")
+        self.namespace = namespace
         self.durability = durability
         self.busy_budget = busy_budget
         self._conn: aiosqlite.Connection | None = None
@@ -127,6 +138,10 @@ class StoreBase:
     def _setup(self) -> None:
         db = self._db
         db.row_factory = sqlite3.Row
+        # Every statement names its namespace as ns(): one connection, one namespace, so no statement
+        # can be handed another's. Deterministic, so the planner uses it as a constant for the indexes.
+        namespace = self.namespace
+        db.create_function("ns", 0, lambda: namespace, deterministic=True)
         # Setup statements run outside our retry loop, so let SQLite wait for a brief lock here.
         db.execute(f"PRAGMA busy_timeout = {int(self.busy_budget * 1000)}")
         mode = self._switch_to_wal(db)

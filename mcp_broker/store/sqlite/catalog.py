@@ -38,7 +38,8 @@ class Catalog(StoreBase):
                 return Added.unchanged if found[0] == row.fingerprint else Added.conflict
             if (
                 max_versions is not None
-                and db.execute("SELECT count(*) FROM protocols").fetchone()[0] >= max_versions
+                and db.execute("SELECT count(*) FROM protocols WHERE namespace = ns()").fetchone()[0]
+                >= max_versions
             ):
                 return Added.full
             db.execute(
@@ -89,7 +90,8 @@ class Catalog(StoreBase):
                 return Added.unchanged if found[0] == row.fingerprint else Added.conflict
             if (
                 max_adapters is not None
-                and db.execute("SELECT count(*) FROM adapters").fetchone()[0] >= max_adapters
+                and db.execute("SELECT count(*) FROM adapters WHERE namespace = ns()").fetchone()[0]
+                >= max_adapters
             ):
                 return Added.full
             db.execute(
@@ -155,7 +157,11 @@ class Catalog(StoreBase):
                     {**fields, "id": session_id},
                 )
             else:
-                held = db.execute("SELECT count(*) FROM sessions").fetchone()[0] if claim.max_sessions else 0
+                held = (
+                    db.execute("SELECT count(*) FROM sessions WHERE namespace = ns()").fetchone()[0]
+                    if claim.max_sessions
+                    else 0
+                )
                 if claim.max_sessions is not None and held >= claim.max_sessions:
                     raise Full(f"the store holds {claim.max_sessions} sessions")
                 session_id = claim.new_id

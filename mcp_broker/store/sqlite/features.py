@@ -43,13 +43,14 @@ class Features(Queue):
     async def open_stream(self, stream: StreamRow, *, max_open: int) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             held = db.execute(
-                "SELECT count(*) FROM streams WHERE sender_id = ? AND state = 'open'", (stream.sender_id,)
+                "SELECT count(*) FROM streams WHERE namespace = ns() AND sender_id = ? AND state = 'open'",
+                (stream.sender_id,),
             ).fetchone()[0]
             if held >= max_open:
                 return False
             db.execute(
-                """INSERT INTO streams (id, sender_id, recipient_id, protocol, version, state, opened_at, last_at)
-                   VALUES (?, ?, ?, ?, ?, 'open', ?, ?)""",
+                """INSERT INTO streams (namespace, id, sender_id, recipient_id, protocol, version, state,
+                   opened_at, last_at) VALUES (ns(), ?, ?, ?, ?, ?, 'open', ?, ?)""",
                 (stream.id, stream.sender_id, stream.recipient_id, stream.protocol, stream.version,
                  stream.opened_at, stream.last_at),
             )  # fmt: skip
@@ -62,7 +63,7 @@ class Features(Queue):
     ) -> AppendOutcome:
         def run(db: sqlite3.Connection) -> AppendOutcome:
             row = db.execute(
-                "SELECT chunks FROM streams WHERE id = ? AND sender_id = ? AND state = 'open'",
+                "SELECT chunks FROM streams WHERE namespace = ns() AND id = ? AND sender_id = ? AND state = 'open'",
                 (message.stream_id, message.sender_id),
             ).fetchone()
             if row is None:
@@ -81,7 +82,7 @@ class Features(Queue):
             self._insert_deliveries(db, numbered, [target])
             record(db, message.created_at, EventKind.sent, [(message.id, target.recipient_id, 0, None)])
             db.execute(
-                "UPDATE streams SET chunks = ?, last_at = ?, state = ? WHERE id = ?",
+                "UPDATE streams SET chunks = ?, last_at = ?, state = ? WHERE namespace = ns() AND id = ?",
                 (seq, message.created_at, "closed" if message.last else "open", message.stream_id),
             )
             return AppendOutcome(seq)
@@ -93,19 +94,21 @@ class Features(Queue):
     ) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                "SELECT recipient_id FROM streams WHERE id = ? AND sender_id = ? AND state = 'open'",
+                """SELECT recipient_id FROM streams
+                   WHERE namespace = ns() AND id = ? AND sender_id = ? AND state = 'open'""",
                 (stream_id, sender_id),
             ).fetchone()
             if row is None:
                 return False
             recipient = row[0]
             db.execute(
-                "UPDATE streams SET state = 'aborted', reason = ?, last_at = ? WHERE id = ?",
+                "UPDATE streams SET state = 'aborted', reason = ?, last_at = ? WHERE namespace = ns() AND id = ?",
                 (reason, now, stream_id),
             )
             dropped = db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', reason = 'stream_aborted', updated_at = ?
-                   WHERE stream_id = ? AND stream_seq IS NOT NULL AND state = 'queued' AND attempts = 0
+                   WHERE namespace = ns() AND stream_id = ? AND stream_seq IS NOT NULL AND state = 'queued'
+                   AND attempts = 0
                    RETURNING message_id, attempts""",
                 (now, stream_id),
             ).fetchall()
@@ -122,7 +125,8 @@ class Features(Queue):
     async def stream(self, stream_id: str) -> StreamRow | None:
         def run(db: sqlite3.Connection) -> StreamRow | None:
             row = db.execute(
-                f"SELECT {STREAM_COLUMNS} FROM streams st WHERE st.id = ?", (stream_id,)
+                f"SELECT {STREAM_COLUMNS} FROM streams st WHERE st.namespace = ns() AND st.id = ?",
+                (stream_id,),
             ).fetchone()
             return None if row is None else _stream(row)
 
@@ -131,7 +135,8 @@ class Features(Queue):
     async def idle_streams(self, *, before: float, limit: int) -> list[StreamRow]:
         def run(db: sqlite3.Connection) -> list[StreamRow]:
             rows = db.execute(
-                f"""SELECT {STREAM_COLUMNS} FROM streams st WHERE st.state = 'open' AND st.last_at < ?
+                f"""SELECT {STREAM_COLUMNS} FROM streams st
+                    WHERE st.namespace = ns() AND st.state = 'open' AND st.last_at < ?
                     ORDER BY st.last_at LIMIT ?""",
                 (before, limit),
             )
@@ -142,13 +147,14 @@ class Features(Queue):
     async def charge(self, session_id: str, cost: int, *, rate: float, burst: float, now: float) -> Charge:
         def run(db: sqlite3.Connection) -> Charge:
             row = db.execute(
-                "SELECT tokens, updated_at FROM rate_buckets WHERE session_id = ?", (session_id,)
+                "SELECT tokens, updated_at FROM rate_buckets WHERE namespace = ns() AND session_id = ?",
+                (session_id,),
             ).fetchone()
             tokens = burst if row is None else min(burst, row[0] + max(0.0, now - row[1]) * rate)
             if tokens < cost:
                 return Charge(False, tokens, (cost - tokens) / rate)
             db.execute(
-                "INSERT OR REPLACE INTO rate_buckets (session_id, tokens, updated_at) VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO rate_buckets (namespace, session_id, tokens, updated_at) VALUES (ns(), ?, ?, ?)",
                 (session_id, tokens - cost, now),
             )
             return Charge(True, tokens - cost, 0.0)
@@ -161,13 +167,15 @@ class Features(Queue):
                 db.execute(
                     """SELECT m.sender_id, count(DISTINCT e.message_id) FROM events e
                        JOIN messages m ON m.id = e.message_id
-                       WHERE e.kind = 'sent' AND e.at >= ? GROUP BY m.sender_id""",
+                       WHERE e.namespace = ns() AND e.kind = 'sent' AND e.at >= ? GROUP BY m.sender_id""",
                     (since,),
                 ).fetchall()
             )
             states = {
                 r[0]: RateState(r[1], r[2], sent.get(r[0], 0))
-                for r in db.execute("SELECT session_id, tokens, updated_at FROM rate_buckets")
+                for r in db.execute(
+                    "SELECT session_id, tokens, updated_at FROM rate_buckets WHERE namespace = ns()"
+                )
             }
             return states
 
@@ -177,7 +185,7 @@ class Features(Queue):
         before = cursors.decode("hi", query.cursor, 2**62) if query.cursor is not None else 2**62
 
         def run(db: sqlite3.Connection) -> HistoryPage:
-            where = ["m.rowid < :before"]
+            where = ["m.namespace = ns()", "m.rowid < :before"]
             args: dict[str, Any] = {"me": session_id, "before": before, "limit": query.limit + 1}
             mine = "m.sender_id = :me"
             theirs = "EXISTS (SELECT 1 FROM deliveries x WHERE x.message_id = m.id AND x.recipient_id = :me)"
@@ -218,13 +226,14 @@ def _entry(db: sqlite3.Connection, me: str, message_id: str, sent: bool) -> Hist
     own = "" if sent else " AND d.recipient_id = :me"
     deliveries = db.execute(
         f"""SELECT {STATUS_COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id
-            LEFT JOIN sessions r ON r.id = d.recipient_id WHERE d.message_id = :m{own} ORDER BY d.seq""",
+            LEFT JOIN sessions r ON r.id = d.recipient_id
+            WHERE d.namespace = ns() AND d.message_id = :m{own} ORDER BY d.seq""",
         {"m": message_id, "me": me},
     ).fetchall()
     view = db.execute(
         f"""SELECT {MESSAGE_COLUMNS} FROM messages m
             LEFT JOIN deliveries d ON d.message_id = m.id AND d.recipient_id = :me
-            LEFT JOIN sessions s ON s.id = m.sender_id WHERE m.id = :m""",
+            LEFT JOIN sessions s ON s.id = m.sender_id WHERE m.namespace = ns() AND m.id = :m""",
         {"m": message_id, "me": me},
     ).fetchone()
     if view is None:
@@ -239,7 +248,10 @@ def _entry(db: sqlite3.Connection, me: str, message_id: str, sent: bool) -> Hist
 
 
 def _priority(db: sqlite3.Connection, message_id: str) -> int:
-    return int(db.execute("SELECT priority FROM messages WHERE id = ?", (message_id,)).fetchone()[0])
+    row = db.execute(
+        "SELECT priority FROM messages WHERE namespace = ns() AND id = ?", (message_id,)
+    ).fetchone()
+    return int(row[0])
 
 
 def _stream(row: sqlite3.Row) -> StreamRow:

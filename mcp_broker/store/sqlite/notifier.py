@@ -1,6 +1,6 @@
 """Wake-ups between the broker processes of one machine: a Unix datagram socket per bound session.
 
-The socket's path is derived from the database and the session id, so a sender needs nothing
+The socket's path is derived from the database, the namespace and the session id, so a sender needs nothing
 from the store to ring: after its transaction commits it sends one byte to each recipient's path,
 and the process holding that session wakes its long-polls at once. A lost ring costs only latency:
 receivers also re-check the store on a slow timer.
@@ -23,20 +23,23 @@ from pathlib import Path
 
 import anyio
 
+from ...config import DEFAULT_NAMESPACE
+
 log = logging.getLogger(__name__)
 
 
-def bell_dir(db_path: Path) -> Path:
-    """A private directory per database; short, because socket paths are limited to ~100 bytes."""
-    digest = hashlib.sha1(str(db_path.resolve()).encode()).hexdigest()[:12]
+def bell_dir(db_path: Path, namespace: str = DEFAULT_NAMESPACE) -> Path:
+    """A private directory per database and namespace (so neither bells nor the watchers' rings
+    cross namespaces); short, because socket paths are limited to ~100 bytes."""
+    digest = hashlib.sha1(f"{db_path.resolve()}\0{namespace}".encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"mcp-broker-{os.getuid()}" / digest
 
 
 class BellNotifier:
     """The ``Notifier`` for stores on this machine: this process's bell and a ringer for the others'."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._folder = bell_dir(db_path)
+    def __init__(self, db_path: Path, namespace: str = DEFAULT_NAMESPACE) -> None:
+        self._folder = bell_dir(db_path, namespace)
         self._sock: socket.socket | None = None
         self._path: str | None = None
         self._out: socket.socket | None = None

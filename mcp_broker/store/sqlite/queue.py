@@ -63,19 +63,26 @@ class Queue(StoreBase):
         answer: dict[str, Any] | None,
         guard: Guard | None,
     ) -> EnqueueOutcome:
-        if db.execute("SELECT 1 FROM messages WHERE id = ?", (message.id,)).fetchone() is not None:
+        found = db.execute(
+            "SELECT 1 FROM messages WHERE namespace = ns() AND id = ?", (message.id,)
+        ).fetchone()
+        if found is not None:
             # A retry of a call whose answer was lost on the way (see the contract): stored already.
             to = db.execute(
-                "SELECT recipient_id FROM deliveries WHERE message_id = ? ORDER BY seq", (message.id,)
+                "SELECT recipient_id FROM deliveries WHERE namespace = ns() AND message_id = ? ORDER BY seq",
+                (message.id,),
             )
             return EnqueueOutcome(delivered_to=tuple(r[0] for r in to), stored=True)
         if guard is not None:
-            row = db.execute("SELECT revision FROM sessions WHERE id = ?", (guard.recipient_id,)).fetchone()
+            row = db.execute(
+                "SELECT revision FROM sessions WHERE namespace = ns() AND id = ?", (guard.recipient_id,)
+            ).fetchone()
             if row is None or row[0] != guard.revision:
                 raise Conflict("the recipient reconnected since the send was decided")
         if message.idempotency_key is not None:
             row = db.execute(
-                """SELECT result FROM messages WHERE sender_id = ? AND idempotency_key = ? AND created_at > ?
+                """SELECT result FROM messages WHERE namespace = ns() AND sender_id = ? AND idempotency_key = ?
+                   AND created_at > ?
                    ORDER BY created_at DESC LIMIT 1""",
                 (message.sender_id, message.idempotency_key, message.created_at - IDEMPOTENCY_WINDOW),
             ).fetchone()
@@ -105,9 +112,9 @@ class Queue(StoreBase):
     @staticmethod
     def _insert_message(db: sqlite3.Connection, message: NewMessage, result: str | None) -> None:
         db.execute(
-            """INSERT INTO messages (id, sender_id, broadcast, kind, protocol, version, payload, correlation_id,
-               reply_to, priority, created_at, expires_at, idempotency_key, result, replay_of, stream_id,
-               stream_seq, last) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            """INSERT INTO messages (namespace, id, sender_id, broadcast, kind, protocol, version, payload,
+               correlation_id, reply_to, priority, created_at, expires_at, idempotency_key, result, replay_of,
+               stream_id, stream_seq, last) VALUES (ns(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 message.id,
                 message.sender_id,
@@ -133,9 +140,9 @@ class Queue(StoreBase):
     @staticmethod
     def _insert_deliveries(db: sqlite3.Connection, message: NewMessage, targets: Sequence[Target]) -> None:
         db.executemany(
-            """INSERT INTO deliveries (message_id, recipient_id, protocol, priority, expires_at,
+            """INSERT INTO deliveries (namespace, message_id, recipient_id, protocol, priority, expires_at,
                visible_at, updated_at, version, payload, adapted_via, stream_id, stream_seq)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               VALUES (ns(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 (
                     message.id,
@@ -162,7 +169,8 @@ class Queue(StoreBase):
         """Whether a lease would change anything: a ready delivery, or an expired one to dead-letter
         (even under a lease). Expiry is checked across protocols, as the lease dead-letters it so."""
         ready = "d.visible_at <= :now AND " + IN_ORDER + _narrowing(protocol, stream_id)
-        sql = f"""SELECT 1 FROM deliveries d WHERE d.recipient_id = :r AND d.state IN ('queued', 'leased')
+        sql = f"""SELECT 1 FROM deliveries d WHERE d.namespace = ns() AND d.recipient_id = :r
+                  AND d.state IN ('queued', 'leased')
                   AND (({ready}) OR d.expires_at <= :now) LIMIT 1"""
         args = {"r": recipient_id, "now": now, "protocol": protocol, "stream": stream_id}
         return db.execute(sql, args).fetchone() is not None
@@ -188,22 +196,22 @@ class Queue(StoreBase):
 
         def run(db: sqlite3.Connection) -> list[InboxRow]:
             held = db.execute(
-                "SELECT 1 FROM sessions WHERE id = ? AND owner = ? AND disconnected_at IS NULL",
+                "SELECT 1 FROM sessions WHERE namespace = ns() AND id = ? AND owner = ? AND disconnected_at IS NULL",
                 (recipient_id, owner),
             ).fetchone()
             if held is None:
                 return []
             expired = db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', reason = :reason, updated_at = :now
-                   WHERE recipient_id = :r AND state IN ('queued', 'leased') AND expires_at <= :now
-                   RETURNING message_id, attempts, reason""",
+                   WHERE namespace = ns() AND recipient_id = :r AND state IN ('queued', 'leased')
+                   AND expires_at <= :now RETURNING message_id, attempts, reason""",
                 {"r": recipient_id, "now": now, "reason": DeadReason.expired.value},
             ).fetchall()
             tired = db.execute(
                 """UPDATE deliveries SET state = 'dead_lettered', updated_at = :now,
                    reason = :reason
-                   WHERE recipient_id = :r AND state IN ('queued', 'leased') AND visible_at <= :now
-                   AND attempts >= :max RETURNING message_id, attempts, reason""",
+                   WHERE namespace = ns() AND recipient_id = :r AND state IN ('queued', 'leased')
+                   AND visible_at <= :now AND attempts >= :max RETURNING message_id, attempts, reason""",
                 {"r": recipient_id, "now": now, "max": max_attempts, "reason": DeadReason.max_attempts.value},
             ).fetchall()
             record(
@@ -211,15 +219,15 @@ class Queue(StoreBase):
             )
             sql = f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
                       JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
-                      WHERE d.recipient_id = :r AND d.state IN ('queued', 'leased') AND d.visible_at <= :now
-                      AND {IN_ORDER}{_narrowing(protocol, stream_id)}
+                      WHERE d.namespace = ns() AND d.recipient_id = :r AND d.state IN ('queued', 'leased')
+                      AND d.visible_at <= :now AND {IN_ORDER}{_narrowing(protocol, stream_id)}
                       ORDER BY d.priority DESC, d.seq LIMIT :limit"""
             args = {"r": recipient_id, "now": now, "protocol": protocol, "stream": stream_id, "limit": limit}
             rows = db.execute(sql, args).fetchall()
             until = now + lease_seconds
             db.executemany(
                 """UPDATE deliveries SET state = 'leased', attempts = attempts + 1, visible_at = ?, updated_at = ?
-                   WHERE seq = ?""",
+                   WHERE namespace = ns() AND seq = ?""",
                 [(until, now, r["seq"]) for r in rows],
             )
             record(
@@ -252,7 +260,8 @@ class Queue(StoreBase):
         def run(db: sqlite3.Connection) -> dict[str, AckState]:
             marks = ",".join("?" * len(message_ids))
             rows = db.execute(
-                f"SELECT message_id, state, attempts FROM deliveries WHERE recipient_id = ? AND message_id IN ({marks})",
+                f"""SELECT message_id, state, attempts FROM deliveries
+                    WHERE namespace = ns() AND recipient_id = ? AND message_id IN ({marks})""",
                 (recipient_id, *message_ids),
             ).fetchall()
             found = {r["message_id"]: (r["state"], r["attempts"]) for r in rows}
@@ -270,7 +279,7 @@ class Queue(StoreBase):
                 else:
                     db.execute(
                         """UPDATE deliveries SET state = 'acked', acked_at = ?, updated_at = ?
-                           WHERE recipient_id = ? AND message_id = ?""",
+                           WHERE namespace = ns() AND recipient_id = ? AND message_id = ?""",
                         (now, now, recipient_id, message_id),
                     )
                     outcome[message_id] = AckState.acked
@@ -307,7 +316,8 @@ class Queue(StoreBase):
             found = {
                 r["message_id"]: r["state"]
                 for r in db.execute(
-                    f"SELECT message_id, state FROM deliveries WHERE recipient_id = ? AND message_id IN ({marks})",
+                    f"""SELECT message_id, state FROM deliveries
+                        WHERE namespace = ns() AND recipient_id = ? AND message_id IN ({marks})""",
                     (recipient_id, *message_ids),
                 )
             }
@@ -322,7 +332,7 @@ class Queue(StoreBase):
             extra = ", attempts = 0, reason = NULL, expires_at = NULL" if reset_attempts else ""
             db.executemany(
                 f"""UPDATE deliveries SET state = 'queued', visible_at = ?, updated_at = ?{extra}
-                    WHERE recipient_id = ? AND message_id = ?""",
+                    WHERE namespace = ns() AND recipient_id = ? AND message_id = ?""",
                 [(now + delay, now, recipient_id, m) for m in movable],
             )
             kind = EventKind.replayed if reset_attempts else EventKind.released
@@ -338,7 +348,7 @@ class Queue(StoreBase):
             rows = db.execute(
                 f"""SELECT {MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
-                    WHERE d.recipient_id = ? AND d.state IN ('queued', 'leased')
+                    WHERE d.namespace = ns() AND d.recipient_id = ? AND d.state IN ('queued', 'leased')
                     AND (d.expires_at IS NULL OR d.expires_at > ?)
                     ORDER BY d.priority DESC, d.seq LIMIT ?""",
                 (recipient_id, now, limit),
@@ -355,7 +365,7 @@ class Queue(StoreBase):
             rows = db.execute(
                 f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
-                    WHERE d.recipient_id = ? AND d.state = 'dead_lettered' AND d.seq < ?
+                    WHERE d.namespace = ns() AND d.recipient_id = ? AND d.state = 'dead_lettered' AND d.seq < ?
                     ORDER BY d.seq DESC LIMIT ?""",
                 (recipient_id, before, limit + 1),
             ).fetchall()
@@ -375,7 +385,7 @@ class Queue(StoreBase):
             known = {
                 r[0]
                 for r in db.execute(
-                    f"SELECT id FROM messages WHERE sender_id = ? AND id IN ({marks})",
+                    f"SELECT id FROM messages WHERE namespace = ns() AND sender_id = ? AND id IN ({marks})",
                     (sender_id, *message_ids),
                 )
             }
@@ -385,7 +395,7 @@ class Queue(StoreBase):
                     d.updated_at, d.acked_at, COALESCE(d.version, m.version) AS delivered_version
                     FROM messages m JOIN deliveries d ON d.message_id = m.id
                     LEFT JOIN sessions s ON s.id = d.recipient_id
-                    WHERE m.sender_id = ? AND m.id IN ({marks}) ORDER BY d.seq""",
+                    WHERE m.namespace = ns() AND m.sender_id = ? AND m.id IN ({marks}) ORDER BY d.seq""",
                 (sender_id, *message_ids),
             )
             return StatusReport([status_row(r) for r in rows], known)
@@ -403,28 +413,33 @@ class Queue(StoreBase):
             # Finished long ago, or expired long ago while still waiting (no lease will dead-letter
             # those once their session is gone).
             counts["deliveries"] = db.execute(
-                """DELETE FROM deliveries WHERE (state IN ('acked', 'dead_lettered') AND updated_at < :before)
-                   OR (state IN ('queued', 'leased') AND expires_at < :before)""",
+                """DELETE FROM deliveries WHERE namespace = ns() AND (
+                   (state IN ('acked', 'dead_lettered') AND updated_at < :before)
+                   OR (state IN ('queued', 'leased') AND expires_at < :before))""",
                 {"before": before},
             ).rowcount
-            counts["events"] = db.execute("DELETE FROM events WHERE at < ?", (before,)).rowcount
+            counts["events"] = db.execute(
+                "DELETE FROM events WHERE namespace = ns() AND at < ?", (before,)
+            ).rowcount
             counts["messages"] = db.execute(
-                """DELETE FROM messages WHERE created_at < ?
+                """DELETE FROM messages WHERE namespace = ns() AND created_at < ?
                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)""",
                 (before,),
             ).rowcount
             counts["streams"] = db.execute(
-                "DELETE FROM streams WHERE state != 'open' AND last_at < ?", (before,)
+                "DELETE FROM streams WHERE namespace = ns() AND state != 'open' AND last_at < ?", (before,)
             ).rowcount
             counts["sessions"] = db.execute(
-                f"""DELETE FROM sessions WHERE last_seen < :before AND ({DEPTH_SQL}) = 0""",
+                f"""DELETE FROM sessions WHERE namespace = ns() AND last_seen < :before AND ({DEPTH_SQL}) = 0""",
                 {"before": before if sessions_before is None else sessions_before, "now": now},
             ).rowcount
             db.execute(
-                "DELETE FROM agreements WHERE session_id NOT IN (SELECT id FROM sessions) "
-                "OR peer_id NOT IN (SELECT id FROM sessions)"
+                """DELETE FROM agreements WHERE namespace = ns() AND (session_id NOT IN (SELECT id FROM sessions)
+                   OR peer_id NOT IN (SELECT id FROM sessions))"""
             )
-            db.execute("DELETE FROM rate_buckets WHERE session_id NOT IN (SELECT id FROM sessions)")
+            db.execute(
+                "DELETE FROM rate_buckets WHERE namespace = ns() AND session_id NOT IN (SELECT id FROM sessions)"
+            )
             return counts
 
         return await self._tx(run, inline=False)  # may delete many rows

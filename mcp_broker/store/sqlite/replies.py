@@ -21,7 +21,7 @@ class Replies(Queue):
             row = db.execute(
                 f"""SELECT {MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
-                    WHERE d.recipient_id = ? AND d.message_id = ?""",
+                    WHERE d.namespace = ns() AND d.recipient_id = ? AND d.message_id = ?""",
                 (recipient_id, message_id),
             ).fetchone()
             return None if row is None else inbox_row(row)
@@ -35,11 +35,14 @@ class Replies(Queue):
         """
 
         def run(db: sqlite3.Connection) -> bool:
-            if db.execute("SELECT 1 FROM messages WHERE id = ?", (message.id,)).fetchone() is not None:
+            if db.execute(
+                "SELECT 1 FROM messages WHERE namespace = ns() AND id = ?", (message.id,)
+            ).fetchone():
                 return True  # a retry of a call whose answer was lost: stored already
             acked = db.execute(
                 """UPDATE deliveries SET state = 'acked', acked_at = :now, updated_at = :now
-                   WHERE recipient_id = :r AND message_id = :m AND state IN ('queued', 'leased', 'dead_lettered')
+                   WHERE namespace = ns() AND recipient_id = :r AND message_id = :m
+                   AND state IN ('queued', 'leased', 'dead_lettered')
                    RETURNING attempts""",
                 {"now": message.created_at, "r": recipient_id, "m": request_id},
             ).fetchall()
@@ -60,7 +63,7 @@ class Replies(Queue):
             row = db.execute(
                 f"""SELECT d.seq, {MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
-                    WHERE d.recipient_id = ? AND m.correlation_id = ? AND m.kind = 'reply'
+                    WHERE d.namespace = ns() AND d.recipient_id = ? AND m.correlation_id = ? AND m.kind = 'reply'
                     AND d.state IN ('queued', 'leased', 'acked') ORDER BY d.seq LIMIT 1""",
                 (requester_id, request_id),
             ).fetchone()
@@ -70,7 +73,7 @@ class Replies(Queue):
                 return inbox_row(row)
             db.execute(
                 """UPDATE deliveries SET state = 'acked', attempts = attempts + 1, acked_at = ?, updated_at = ?
-                   WHERE seq = ?""",
+                   WHERE namespace = ns() AND seq = ?""",
                 (now, now, row["seq"]),
             )
             record(db, now, EventKind.acked, [(row["message_id"], requester_id, row["attempts"] + 1, None)])
@@ -81,7 +84,7 @@ class Replies(Queue):
     async def sent_request(self, sender_id: str, request_id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             row = db.execute(
-                "SELECT 1 FROM messages WHERE id = ? AND sender_id = ? AND kind = 'request'",
+                "SELECT 1 FROM messages WHERE namespace = ns() AND id = ? AND sender_id = ? AND kind = 'request'",
                 (request_id, sender_id),
             ).fetchone()
             return row is not None

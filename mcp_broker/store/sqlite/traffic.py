@@ -29,7 +29,8 @@ EVENT_JOINS = """
 def record(db: sqlite3.Connection, at: float, kind: EventKind, changes: Iterable[Change]) -> None:
     """Append one event per change, in the caller's transaction."""
     db.executemany(
-        "INSERT INTO events (at, kind, message_id, recipient_id, attempt, reason) VALUES (?, ?, ?, ?, ?, ?)",
+        """INSERT INTO events (namespace, at, kind, message_id, recipient_id, attempt, reason)
+           VALUES (ns(), ?, ?, ?, ?, ?, ?)""",
         [(at, kind.value, *change) for change in changes],
     )
 
@@ -41,7 +42,7 @@ class Traffic(StoreBase):
         after = cursors.decode("ev", query.after, 2**62) if query.after is not None else None
 
         def run(db: sqlite3.Connection) -> EventPage:
-            where: list[str] = ["1 = 1"]
+            where: list[str] = ["e.namespace = ns()"]
             args: dict[str, object] = {"limit": query.limit}
             if after is not None:
                 where.append("e.seq > :after")
@@ -58,7 +59,7 @@ class Traffic(StoreBase):
             if query.message_id is not None:
                 where.append("e.message_id = :message")
                 args["message"] = query.message_id
-            head = db.execute("SELECT max(seq) FROM events").fetchone()[0]
+            head = db.execute("SELECT max(seq) FROM events WHERE namespace = ns()").fetchone()[0]
             order = "ASC" if after is not None or query.since is not None else "DESC"
             rows = db.execute(
                 f"SELECT {EVENT_COLUMNS} {EVENT_JOINS} WHERE {' AND '.join(where)} ORDER BY e.seq {order} LIMIT :limit",
@@ -79,11 +80,14 @@ class Traffic(StoreBase):
         def run(db: sqlite3.Connection) -> Overview:
             waiting, oldest = db.execute(
                 """SELECT count(*), min(m.created_at) FROM deliveries d JOIN messages m ON m.id = d.message_id
-                   WHERE d.state IN ('queued', 'leased') AND (d.expires_at IS NULL OR d.expires_at > ?)""",
+                   WHERE d.namespace = ns() AND d.state IN ('queued', 'leased')
+                   AND (d.expires_at IS NULL OR d.expires_at > ?)""",
                 (now,),
             ).fetchone()
-            dead = db.execute("SELECT count(*) FROM deliveries WHERE state = 'dead_lettered'").fetchone()[0]
-            last = db.execute("SELECT max(at) FROM events").fetchone()[0]
+            dead = db.execute(
+                "SELECT count(*) FROM deliveries WHERE namespace = ns() AND state = 'dead_lettered'"
+            ).fetchone()[0]
+            last = db.execute("SELECT max(at) FROM events WHERE namespace = ns()").fetchone()[0]
             return Overview(waiting, dead, oldest, last)
 
         return await self._tx(run, write=False)
@@ -97,7 +101,8 @@ class Traffic(StoreBase):
                     {MESSAGE_COLUMNS} FROM deliveries d
                     JOIN messages m ON m.id = d.message_id LEFT JOIN sessions s ON s.id = m.sender_id
                     LEFT JOIN sessions r ON r.id = d.recipient_id
-                    WHERE d.state = 'dead_lettered' AND d.seq < ? ORDER BY d.seq DESC LIMIT ?""",
+                    WHERE d.namespace = ns() AND d.state = 'dead_lettered' AND d.seq < ?
+                    ORDER BY d.seq DESC LIMIT ?""",
                 (before, limit + 1),
             ).fetchall()
             page = rows[:limit]
@@ -115,7 +120,7 @@ class Traffic(StoreBase):
             marks = ",".join("?" * len(message_ids))
             dead = db.execute(
                 f"""SELECT message_id, recipient_id FROM deliveries
-                    WHERE state = 'dead_lettered' AND message_id IN ({marks}) ORDER BY seq""",
+                    WHERE namespace = ns() AND state = 'dead_lettered' AND message_id IN ({marks}) ORDER BY seq""",
                 tuple(message_ids),
             ).fetchall()
             changes: list[Change] = []
@@ -128,7 +133,8 @@ class Traffic(StoreBase):
                     continue
                 db.execute(
                     """UPDATE deliveries SET state = 'queued', visible_at = ?, updated_at = ?, attempts = 0,
-                       reason = NULL, expires_at = NULL WHERE message_id = ? AND recipient_id = ?""",
+                       reason = NULL, expires_at = NULL
+                       WHERE namespace = ns() AND message_id = ? AND recipient_id = ?""",
                     (now, now, row["message_id"], row["recipient_id"]),
                 )
                 moved[row["message_id"]] += 1
@@ -142,7 +148,8 @@ class Traffic(StoreBase):
         def run(db: sqlite3.Connection) -> dict[str, int]:
             marks = ",".join("?" * len(message_ids))
             gone = db.execute(
-                f"""DELETE FROM deliveries WHERE state = 'dead_lettered' AND message_id IN ({marks})
+                f"""DELETE FROM deliveries WHERE namespace = ns() AND state = 'dead_lettered'
+                    AND message_id IN ({marks})
                     RETURNING message_id, recipient_id, attempts""",
                 tuple(message_ids),
             ).fetchall()
