@@ -14,13 +14,14 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from . import report
+from . import redis_target, report
 from .broadcast import run_broadcast
 from .common import Run
 from .cost import run_cost
 from .latency import run_latency
 from .load import run_load
 from .profiles import run_profiles
+from .redis_target import RedisTarget
 from .scale import run_scale
 from .store import run_store
 from .throughput import run_throughput
@@ -35,6 +36,7 @@ SECTIONS: dict[str, Callable[[Run], Awaitable[None]]] = {
     "profiles": run_profiles,
     "load": run_load,
 }
+SQLITE_ONLY = ("store",)  # sections that measure the SQLite engine in-process, not the brokers
 DEFAULT_OUT = Path(__file__).parent / "results" / "latest.json"
 
 
@@ -65,6 +67,17 @@ def _parser() -> argparse.ArgumentParser:
         "--keep", action="store_true", help="keep the scratch folder (databases, broker logs)"
     )
     parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help="run the sections on this Redis store (redis://..., unix://...) instead of SQLite files",
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="start a redis-server of the run's own (AOF, everysec) under the scratch folder and use it",
+    )
+    parser.add_argument(
         "--fail-on-miss",
         action="store_true",
         help="exit 3 when a figure misses its target (default: report only)",
@@ -80,11 +93,15 @@ def _raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-async def _run(run: Run, names: list[str], errors: dict[str, str]) -> None:
+async def _run(run: Run, names: list[str], errors: dict[str, str], target: RedisTarget | None) -> None:
     try:
         for name in names:
             started = time.perf_counter()
+            server_cpu = target.cpu_seconds() if target is not None else None
             try:
+                if target is not None and name in SQLITE_ONLY:
+                    print(f"{name}: skipped on Redis (it measures SQLite itself)", file=sys.stderr)
+                    continue
                 await SECTIONS[name](run)
             except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}"
@@ -93,6 +110,11 @@ async def _run(run: Run, names: list[str], errors: dict[str, str]) -> None:
             finally:
                 await run.close()  # whatever a failed section left running
             run.details.setdefault("section_seconds", {})[name] = round(time.perf_counter() - started, 1)
+            if server_cpu is not None and target is not None and name not in SQLITE_ONLY:
+                used = (target.cpu_seconds() or server_cpu) - server_cpu
+                run.figure(
+                    f"{name}.redis_server_cpu_s", used, "s", "the redis-server's own CPU in the section"
+                )
     finally:
         await run.close()
 
@@ -112,14 +134,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = report.machine()
     print(report.header(info, argv), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="mcp-broker-bench-"))
-    run = Run(quick=args.quick, messages=messages, workdir=workdir)
+    target = None
+    if args.redis:
+        target = redis_target.start(workdir / "redis")
+    elif args.store is not None:
+        target = redis_target.attach(args.store)
+    run = Run(quick=args.quick, messages=messages, workdir=workdir, store=target and target.url)
     errors: dict[str, str] = {}
     started = time.perf_counter()
     try:
-        asyncio.run(_run(run, names, errors))
+        asyncio.run(_run(run, names, errors, target))
     except KeyboardInterrupt:
         errors["interrupted"] = "KeyboardInterrupt"
     finally:
+        if target is not None:
+            target.stop()
         if args.keep:
             print(f"scratch folder kept: {workdir}", file=sys.stderr)
         else:

@@ -46,6 +46,7 @@ class Run:
     figures: list[Figure] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     processes: list[BrokerProcess] = field(default_factory=list)
+    store: str | None = None  # a Redis URL: every broker uses it, each section in its own namespace
 
     def figure(self, name: str, value: float, unit: str, note: str = "") -> None:
         self.figures.append(Figure.make(name, value, unit, note))
@@ -57,6 +58,8 @@ class Run:
         return folder / "broker.db"
 
     async def spawn(self, db: Path, name: str, **settings: Any) -> BrokerProcess:
+        if self.store is not None:
+            settings = {"store": self.store, "namespace": db.parent.name, **settings}
         process = await BrokerProcess.spawn(db, db.parent, name, **settings)
         self.processes.append(process)
         return process
