@@ -20,6 +20,12 @@ from . import doctor, hooks, hosts
 SessionReader = Callable[[str | None], Awaitable[list[doctor.SessionRecord]]]
 
 
+def _store(args: argparse.Namespace) -> str | None:
+    """The store named after the command or before it (``mcp-broker --store X hook ...``); None: as
+    the environment configures it. The subcommand's flag does not default, so it never hides the other."""
+    return getattr(args, "store", None)
+
+
 def _place(args: argparse.Namespace) -> hosts.Place:
     project = None
     if getattr(args, "scope", "user") == "project":
@@ -30,9 +36,9 @@ def _place(args: argparse.Namespace) -> hosts.Place:
 def _plans(args: argparse.Namespace, install: bool) -> list[hosts.Change]:
     place = _place(args)
     if install:
-        changes = [hosts.plan_install(args.host, place, store=args.store)]
+        changes = [hosts.plan_install(args.host, place, store=_store(args))]
         if args.hooks:
-            groups = hooks.settings_groups(hosts.launcher(), store=args.store, wait=args.wait)
+            groups = hooks.settings_groups(hosts.launcher(), store=_store(args), wait=args.wait)
             changes.append(hosts.plan_hooks(place, dict(groups)))
         return changes
     changes = [hosts.plan_uninstall(args.host, place)]
@@ -95,7 +101,7 @@ def _doctor(args: argparse.Namespace, read_sessions: SessionReader | None) -> in
         import anyio
 
         try:
-            records = anyio.run(read_sessions, args.store)
+            records = anyio.run(read_sessions, _store(args))
             findings += doctor.check_sessions(records, now=datetime.now(UTC), host=socket.gethostname())
         except Exception as exc:  # a store that cannot be read is itself a finding
             findings.append(doctor.Finding("error", "store", f"cannot read the sessions: {exc}"))
@@ -111,7 +117,7 @@ def _doctor(args: argparse.Namespace, read_sessions: SessionReader | None) -> in
 
 
 def _hook(args: argparse.Namespace, open_inbox: hooks.InboxOpener | None) -> int:
-    result = hooks.run(args.event, sys.stdin.read(), open_inbox, args.store, hooks.Context.here(args.wait))
+    result = hooks.run(args.event, sys.stdin.read(), open_inbox, _store(args), hooks.Context.here(args.wait))
     sys.stdout.write(result.stdout)
     sys.stderr.write(result.stderr)
     sys.stdout.flush()
@@ -139,7 +145,9 @@ def add_subcommands(
         sub.add_argument("--project", help="the project directory for --scope project (default: here)")
         if install:
             sub.add_argument(
-                "--store", help="store URL for the entry's MCP_BROKER_STORE (default: as configured)"
+                "--store",
+                default=argparse.SUPPRESS,
+                help="store URL for the entry's MCP_BROKER_STORE (default: as configured)",
             )
             sub.add_argument(
                 "--hooks", action="store_true", help="claude-code: also add the hooks that wake agents"
@@ -151,12 +159,14 @@ def add_subcommands(
     check = subparsers.add_parser("doctor", help="check the hosts' entries, the store they share, file modes")
     check.add_argument("--json", action="store_true", help="print the findings as JSON")
     check.add_argument("--project", help="also check this directory's .mcp.json (default: here)")
-    check.add_argument("--store", help="the store to read sessions from (default: as configured)")
+    check.add_argument(
+        "--store", default=argparse.SUPPRESS, help="the store to read sessions from (default: as configured)"
+    )
     check.set_defaults(run=lambda args: _doctor(args, read_sessions))
     hook = subparsers.add_parser("hook", help="run as a host's hook command (reads the hook's JSON on stdin)")
     hook.add_argument("host", choices=("claude-code",))
     hook.add_argument("event", help="the hook event: SessionStart, UserPromptSubmit or Stop")
-    hook.add_argument("--store", help="store URL (default: as configured)")
+    hook.add_argument("--store", default=argparse.SUPPRESS, help="store URL (default: as configured)")
     hook.add_argument("--wait", type=float, default=hooks.STOP_WAIT_SECONDS, help="Stop: seconds to wait")
     hook.set_defaults(run=lambda args: _hook(args, open_inbox))
 

@@ -106,3 +106,34 @@ async def test_doctor_reads_the_sessions_of_the_store(brokers: BrokerFactory, db
     records = await read_sessions(str(db_path))
     assert {(r.name, r.status) for r in records} == {("author", "active"), ("reviewer", "active")}
     assert all(r.process_alive for r in records)
+
+
+async def test_the_store_named_before_the_command_reaches_the_hook(
+    brokers: BrokerFactory, db_path: Path
+) -> None:
+    a, _ = await pair(brokers)
+    await a.messaging.send("reviewer", "chat", {"text": "look"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MCP_BROKER_")} | {
+        "MCP_BROKER_SESSION": "reviewer"
+    }
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mcp_broker",
+                "--store",
+                str(db_path),
+                "hook",
+                "claude-code",
+                "UserPromptSubmit",
+            ],
+            input=stdin_for("UserPromptSubmit", prompt="go on"),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 message is waiting" in json.loads(done.stdout)["hookSpecificOutput"]["additionalContext"]
