@@ -149,3 +149,9 @@ async def test_a_raw_client_reaches_only_its_own_keys_and_channels(server: Redis
     with pytest.raises((rx.AuthenticationError, rx.ConnectionError), match="invalid username-password"):
         await other.ping()
     await other.aclose()
+
+
+def test_the_readme_gives_the_recipe_this_test_applies() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    for team in TEAMS:
+        assert setuser(team, f"CHANGE-ME-{team[-1]}", team) in readme
