@@ -168,6 +168,7 @@ def child_env(settings: config.Settings, store: str) -> dict[str, str]:
 
 
 async def conversation(env: dict[str, str], log: Path) -> None:
+    # Long on purpose: the demo is a script people read top to bottom, as it prints.
     async with AsyncExitStack() as stack:
         author, ci = await stack.enter_async_context(spawn(env, log, "author", "ci"))
         first_reviewer = await stack.enter_async_context(AsyncExitStack())  # goes offline midway

@@ -50,6 +50,7 @@ class Broker:
         identity: procs.Identity | None = None,
         probe: LivenessProbe | None = None,
     ) -> None:
+        # Long on purpose: it wires every part to its collaborators, one constructor call each.
         self.store = store
         self.notifier = notifier
         self.settings = settings

@@ -113,6 +113,7 @@ class Messaging:
         *,
         kind: str = "message",
     ) -> SendResult:
+        # Long on purpose: the retry loop around one guarded write reads best whole.
         me = self.binding.require()
         check_ref(to)
         versions.check_protocol_name(protocol)
@@ -178,6 +179,7 @@ class Messaging:
         options: dict[str, Any],
     ) -> _Decision:
         """Route, validate and adapt one send from what the snapshot holds; no write."""
+        # Long on purpose: routing, validation and adaptation of one send, in the order the refusals are given.
         recipient_id = snap.refs.get(to)
         if recipient_id is None:
             raise unknown_session(to)
@@ -293,6 +295,7 @@ class Messaging:
         priority: str = "normal",
         ttl_seconds: float | None = None,
     ) -> BroadcastResult:
+        # Long on purpose: choose the version, validate, pick recipients, store once, report each recipient.
         me = self.binding.require()
         versions.check_protocol_name(protocol)
         names, features, statuses = _broadcast_filter(filter)

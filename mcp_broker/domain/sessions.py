@@ -75,6 +75,7 @@ class Sessions:
         features: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> ConnectResult:
+        # Long on purpose: checks, then the compare-and-swap loop of the claim, then the answer; one story.
         check_session_name(name)
         bound = self.binding.name
         if self.binding.session_id is not None and bound != name:

@@ -12,6 +12,7 @@ from .params import CapabilityName, Cursor, PageLimit, ProtocolName, Version
 
 
 def register(tool: Any, broker: Broker) -> None:
+    # Long on purpose: the group's tools are closures over the part they call; one registration per group.
     catalog = broker.catalog
 
     @tool(title="Register a protocol", idempotent=True)

@@ -22,6 +22,7 @@ from .params import (
 
 
 def register(tool: Any, broker: Broker) -> None:
+    # Long on purpose: the group's tools are closures over the part they call; one registration per group.
     messaging, requests = broker.messaging, broker.requests
 
     @tool(title="Send a message")

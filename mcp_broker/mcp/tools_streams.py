@@ -14,6 +14,7 @@ Seconds = Annotated[float | None, Field(strict=True, ge=0, description="Unix tim
 
 
 def register(tool: Any, broker: Broker) -> None:
+    # Long on purpose: the group's tools are closures over the parts they call; one registration per group.
     streams, past = broker.streams, broker.history
 
     @tool(title="Open a stream")

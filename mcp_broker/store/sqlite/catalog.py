@@ -234,6 +234,7 @@ def read_snapshot(db: sqlite3.Connection, query: SnapshotQuery) -> Snapshot:
     Sessions read by id or reference carry no queue depth (the enqueue counts it where it matters);
     ``all_sessions`` reads every session with its depth.
     """
+    # Long on purpose: one read transaction answers a whole SnapshotQuery, part by part.
     sessions: dict[str, SessionRow] = {}
     refs: dict[str, str] = {}
     if query.all_sessions:
