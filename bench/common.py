@@ -14,6 +14,8 @@ from typing import Any
 from .client import BrokerProcess
 from .report import Figure
 
+# The benchmark's agents are programs measuring the broker, not models: no per-session rate limit.
+UNLIMITED: dict[str, Any] = {"rate_per_second": 1e9, "rate_burst": 1e9}
 PROTOCOL = "bench"
 SCHEMA = {
     "type": "object",

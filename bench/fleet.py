@@ -28,7 +28,7 @@ from mcp_broker.config import Settings
 from mcp_broker.domain import Broker
 
 from . import procfs
-from .common import SPEAKS
+from .common import SPEAKS, UNLIMITED
 
 PARK_SECONDS = 30.0
 
@@ -83,7 +83,7 @@ async def park(brokers: list[Broker]) -> None:
 
 
 async def main(db: Path, first: int, count: int) -> None:
-    settings = Settings(store=db, heartbeat_interval=3600, stale_after=3600, log_level="WARNING")
+    settings = Settings(store=db, heartbeat_interval=3600, stale_after=3600, log_level="WARNING", **UNLIMITED)
     async with AsyncExitStack() as stack:
         brokers = []
         for i in range(first, first + count):

@@ -16,7 +16,7 @@ from pathlib import Path
 from mcp_broker.config import Settings
 from mcp_broker.domain import Broker
 
-from .common import PROTOCOL, REGISTER, SPEAKS, TEXT, Progress, Run, payload
+from .common import PROTOCOL, REGISTER, SPEAKS, TEXT, UNLIMITED, Progress, Run, payload
 
 
 class RawSqlite:
@@ -56,7 +56,7 @@ async def _drain(broker: Broker) -> int:
 async def run_store(run: Run) -> None:
     progress = Progress("store")
     db = run.db("store")
-    settings = Settings(store=db, heartbeat_interval=3600, log_level="WARNING")
+    settings = Settings(store=db, heartbeat_interval=3600, log_level="WARNING", **UNLIMITED)
     block = 50 if run.quick else 200
     rounds = max(2, (run.messages * 2) // block)
     pipeline_total = 300 if run.quick else max(1000, run.messages * 5)
