@@ -28,6 +28,7 @@ import pytest
 from conftest import broker_env
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+START_SECONDS = 120.0  # a process started and answering initialize
 ANSWER_SECONDS = 20.0  # a case's deadline: the fuzzer never asks for long-polls longer than a second
 # A ping slower than PING_MS while a case runs is reported (counted per category); one slower than
 # PING_FAIL_MS is a problem. The default suite runs on shared two-core machines, where a loaded scheduler
@@ -170,7 +171,11 @@ class RawBroker:
             "capabilities": {},
             "clientInfo": {"name": "fuzz", "version": "0"},
         }
-        assert "result" in self.request("initialize", params)
+        # A process's first answer waits for Python to start and import FastMCP: on a loaded machine
+        # that alone can pass a case's deadline, and it is not what the cases measure.
+        answer = self.wait(self.send("initialize", params), timeout=START_SECONDS)
+        assert answer is not None, f"no answer to initialize; stderr:\n{self.stderr[-3000:]}"
+        assert "result" in answer
         self.notify("notifications/initialized")
 
     def rss_kb(self) -> int:
