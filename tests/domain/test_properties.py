@@ -368,12 +368,14 @@ ME_PROTOCOLS = [
     {"name": "nobcast", "versions": "*"},
     {"name": "fuzz", "versions": "*"},
     {"name": "open", "versions": "*"},
+    {"name": "stream", "versions": "*"},
 ]
 PEER_PROTOCOLS = [
     {"name": "chat", "versions": ">=2"},
     {"name": "open", "versions": "*"},
     {"name": "ask", "versions": "*"},
     {"name": "nobcast", "versions": "*"},
+    {"name": "stream", "versions": "*"},
 ]
 
 
@@ -420,6 +422,7 @@ async def _world(db: Path) -> AsyncIterator[dict[str, Any]]:
             ),
             ("nobcast", "1.0.0", {}, ["point_to_point"], {"metadata": {"description": "d", "tags": ["t"]}}),
             ("open", "1.0.0", {}, ["point_to_point", "broadcast", "request_response"], {}),
+            ("stream", "1.0.0", {}, ["point_to_point", "streaming"], {}),
         ]:
             await _ok(
                 me, "register_protocol", name=name, version=version, schema=schema, capabilities=caps, **extra
@@ -455,6 +458,8 @@ async def _world(db: Path) -> AsyncIterator[dict[str, Any]]:
             ids["sent"].append(sent["message_id"])
         mine = await _ok(me, "request", to="peer", protocol="ask", payload={"text": "?"}, timeout_seconds=0)
         ids["requests_out"].append(mine["request_id"])
+        ids["streams"] = [(await _ok(me, "open_stream", to="peer", protocol="stream"))["stream_id"]]
+        await _ok(me, "append_chunk", stream_id=ids["streams"][0], payload={"part": 1})
         await anyio.sleep(1.1)  # let the ttl=1 message expire into a dead letter
         await _ok(me, "receive", max_messages=20, lease_seconds=3600)
         dead = await _ok(me, "list_dead_letters")
@@ -521,6 +526,7 @@ def tool_params(h: Harness) -> dict[str, tuple[Params, set[str]]]:
     )
     forged = st.sampled_from(h.ids["cursors"])
     cursors = st.one_of(forged, forged, st.sampled_from(CURSORS), odd_text)
+    streams = st.one_of(st.sampled_from(h.ids["streams"]), st.uuids().map(str), odd_text)
     return {
         "register_protocol": (
             {
@@ -649,7 +655,26 @@ def tool_params(h: Harness) -> dict[str, tuple[Params, set[str]]]:
             },
             {"message_id", "payload"},
         ),
-    }
+        "open_stream": ({"to": sessions, "protocol": st.one_of(st.just("stream"), protocols), "version": versions},
+                        {"to", "protocol"}),
+        "append_chunk": ({"stream_id": streams, "payload": payloads, "last": st.booleans()}, {"stream_id", "payload"}),
+        "close_stream": ({"stream_id": streams, "payload": payloads}, {"stream_id", "payload"}),
+        "abort_stream": ({"stream_id": streams, "reason": odd_text}, {"stream_id", "reason"}),
+        "stream_status": ({"stream_id": streams}, {"stream_id"}),
+        "history": (
+            {
+                "peer": sessions,
+                "protocol": protocols,
+                "direction": st.sampled_from(["sent", "received", "both"]),
+                "since": st.floats(0, 4e9),
+                "until": st.floats(0, 4e9),
+                "limit": st.integers(1, 100),
+                "cursor": cursors,
+            },
+            set(),
+        ),
+        "replay_message": ({"message_id": message_ids(h, "sent", "inbox"), "to_self": st.booleans()}, {"message_id"}),
+    }  # fmt: skip
 
 
 def baselines(h: Harness) -> dict[str, dict[str, Any]]:
@@ -726,6 +751,20 @@ def baselines(h: Harness) -> dict[str, dict[str, Any]]:
         "request": {"to": "peer", "protocol": "open", "payload": {"q": [1]}, "timeout_seconds": 0},
         "await_reply": {"request_id": h.ids["requests_out"][0], "timeout_seconds": 0},
         "reply": {"message_id": h.ids["requests_in"][0], "payload": {"text": "fine"}},
+        "open_stream": {"to": "peer", "protocol": "stream", "version": "1.0.0"},
+        "append_chunk": {"stream_id": h.ids["streams"][0], "payload": {"part": 2}, "last": False},
+        "close_stream": {"stream_id": h.ids["streams"][0], "payload": {"part": 3}},
+        "abort_stream": {"stream_id": h.ids["streams"][0], "reason": "done with it"},
+        "stream_status": {"stream_id": h.ids["streams"][0]},
+        "history": {
+            "peer": "peer",
+            "protocol": "open",
+            "direction": "sent",
+            "since": 0,
+            "until": 4e9,
+            "limit": 5,
+        },
+        "replay_message": {"message_id": h.ids["sent"][0], "to_self": True},
     }
 
 
@@ -856,6 +895,13 @@ TOOLS = [
     "request",
     "await_reply",
     "reply",
+    "open_stream",
+    "append_chunk",
+    "close_stream",
+    "abort_stream",
+    "stream_status",
+    "history",
+    "replay_message",
 ]
 
 
