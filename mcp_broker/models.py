@@ -138,6 +138,7 @@ class SessionInfo(Value):
     rate: RateInfo | None = Field(
         default=None, description="how fast it sends, and whether it is being limited"
     )
+    broker_version: str | None = Field(default=None, description="the mcp-broker version of its process")
 
 
 class ConnectResult(Value):

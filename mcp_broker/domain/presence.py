@@ -63,4 +63,5 @@ class Presence:
             host=row.host,
             pid=row.pid,
             process_alive=self.probe.alive(row),
+            broker_version=row.broker_version,
         )

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import procs, routing, schemas, versions
+from .. import __version__, procs, routing, schemas, versions
 from ..errors import AlreadyConnected, InvalidArgument, LimitReached, NameTaken, UnknownSession
 from ..models import (
     AdaptedRoute,
@@ -114,6 +114,7 @@ class Sessions:
                 expect_exists=existing is not None,
                 expect_owner=existing.owner if existing is not None else None,
                 max_sessions=self.max_sessions,
+                broker_version=__version__,
             )
             try:
                 row = await self.store.claim_session(claim)

@@ -77,6 +77,7 @@ class Operator:
                 pid=r.pid,
                 last_seen=datetime.fromtimestamp(r.last_seen, UTC),
                 process_alive=self.presence.probe.alive(r),
+                version=r.broker_version,
             )
             for r in await self.store.list_sessions(now)
         ]

@@ -169,6 +169,7 @@ class SessionRow:
     last_seen: float
     disconnected_at: float | None
     revision: int = 0  # bumped by every claim: what a conditional send re-checks
+    broker_version: str | None = None  # the mcp-broker version of the process holding it
     queue_depth: int = 0  # waiting deliveries, where the read says it counts them
 
 
@@ -192,6 +193,7 @@ class SessionClaim:
     expect_exists: bool
     expect_owner: str | None
     max_sessions: int | None = None  # a new session past this many raises Full
+    broker_version: str | None = None
 
 
 @dataclass(frozen=True)

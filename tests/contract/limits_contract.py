@@ -43,3 +43,15 @@ class LimitsContract:
             replace(claim("alice", "owner-new", now=T0 + 1, seen=alice), max_sessions=2)
         )
         assert again.id == alice.id  # taking a row over creates nothing
+
+    async def test_a_claim_records_the_broker_version_of_its_process(self, store: Store) -> None:
+        seen = await store.find_session("dana", is_id=False, now=T0)
+        row = await store.claim_session(
+            replace(claim("dana", "owner-dana", now=T0, seen=seen), broker_version="9.9.9")
+        )
+        assert row.broker_version == "9.9.9"
+        again = await store.claim_session(
+            replace(claim("dana", "owner-dana", now=T0 + 1, seen=row), broker_version="1.0")
+        )
+        found = await store.find_session("dana", is_id=False, now=T0 + 1)
+        assert again.broker_version == "1.0" and found is not None and found.broker_version == "1.0"

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from conftest import BrokerFactory
+
+from mcp_broker import __version__
 
 pytestmark = pytest.mark.anyio
 
@@ -106,6 +111,13 @@ async def test_doctor_reads_the_sessions_of_the_store(brokers: BrokerFactory, db
     records = await read_sessions(str(db_path))
     assert {(r.name, r.status) for r in records} == {("author", "active"), ("reviewer", "active")}
     assert all(r.process_alive for r in records)
+    assert {r.version for r in records} == {__version__}  # each process records its version
+
+    from mcp_broker.ops import doctor
+
+    older = [replace(r, version="0.0.1") if r.name == "author" else r for r in records]
+    findings = doctor.check_sessions(older, now=datetime.now(UTC), host=socket.gethostname())
+    assert any("0.0.1" in f.message for f in findings), findings  # version skew is reported
 
 
 async def test_the_store_named_before_the_command_reaches_the_hook(

@@ -130,6 +130,7 @@ class Catalog(RedisBase):
             int(claim.expect_exists),
             _opt(claim.expect_owner),
             _opt(claim.max_sessions),
+            _opt(claim.broker_version),
         )
         if found == "conflict":
             raise Conflict(f"session {claim.name!r} changed since it was read")

@@ -53,6 +53,7 @@ def session_row(flat: Sequence[Any]) -> SessionRow:
         last_seen=float(s["last_seen"]),
         disconnected_at=_float(s.get("disconnected_at")),
         revision=int(s["revision"]),
+        broker_version=s.get("broker_version"),
         queue_depth=int(s.get("queue_depth", 0)),
     )
 

@@ -144,6 +144,7 @@ class Catalog(StoreBase):
                 "host": claim.host,
                 "pid": claim.pid,
                 "proc_start": claim.proc_start,
+                "broker_version": claim.broker_version,
                 "now": claim.now,
             }
             if found is not None:
@@ -151,7 +152,7 @@ class Catalog(StoreBase):
                 db.execute(
                     """UPDATE sessions SET protocols = :protocols, features = :features, metadata = :metadata,
                        owner = :owner, host = :host, pid = :pid, proc_start = :proc_start,
-                       last_seen = :now, disconnected_at = NULL, revision = revision + 1,
+                       broker_version = :broker_version, last_seen = :now, disconnected_at = NULL, revision = revision + 1,
                        connected_at = CASE WHEN owner = :owner THEN connected_at ELSE :now END
                        WHERE namespace = ns() AND id = :id""",
                     {**fields, "id": session_id},
@@ -167,9 +168,9 @@ class Catalog(StoreBase):
                 session_id = claim.new_id
                 db.execute(
                     """INSERT INTO sessions (id, namespace, name, protocols, features, metadata, owner, host,
-                       pid, proc_start, connected_at, last_seen)
+                       pid, proc_start, broker_version, connected_at, last_seen)
                        VALUES (:id, ns(), :name, :protocols, :features, :metadata, :owner, :host, :pid,
-                       :proc_start, :now, :now)""",
+                       :proc_start, :broker_version, :now, :now)""",
                     {**fields, "id": session_id, "name": claim.name},
                 )
             return _session(db, session_id, claim.now)

@@ -53,6 +53,7 @@ def session_row(row: sqlite3.Row) -> SessionRow:
         last_seen=row["last_seen"],
         disconnected_at=row["disconnected_at"],
         revision=row["revision"],
+        broker_version=row["broker_version"] if "broker_version" in row.keys() else None,  # noqa: SIM118
         queue_depth=row["queue_depth"] if "queue_depth" in row.keys() else 0,  # noqa: SIM118
     )
 
