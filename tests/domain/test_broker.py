@@ -1393,3 +1393,27 @@ async def test_caps_on_what_the_store_holds_refuse_with_limit_reached(brokers: B
     with pytest.raises(LimitReached, match="max_sessions"):
         await c.sessions.connect("carol", speaks(("chat", "^1.0")))
     assert [s.name for s in await a.sessions.sessions_view()] == ["alice", "bob"]
+
+
+async def test_a_stream_whose_sender_went_quiet_is_aborted_and_the_recipient_told_why(
+    brokers: BrokerFactory, clock: Clock
+) -> None:
+    a = await brokers(stream_idle_seconds=60)
+    b = await brokers(stream_idle_seconds=60)
+    log = {"type": "object", "properties": {"line": {"type": "string"}}}
+    await a.catalog.register_protocol("log", "1.0.0", log, ["point_to_point", "streaming"])
+    await a.sessions.connect("writer", speaks(("log", "^1.0")))
+    await b.sessions.connect("reader", speaks(("log", "^1.0")))
+    stream = await a.streams.open_stream("reader", "log")
+    for n in (1, 2):
+        await a.streams.append_chunk(stream.stream_id, {"line": f"part {n}"})
+    assert await b.streams.abort_idle() == 0  # not quiet yet
+    clock.advance(61)
+    assert await b.streams.abort_idle() == 1  # any broker process notices
+    status = await a.streams.stream_status(stream.stream_id)
+    assert status.state == "aborted" and "60 s" in (status.reason or "")
+    got = (await b.inbox.receive(max_messages=10)).messages
+    assert [(m.kind, m.stream_id) for m in got] == [("stream_abort", stream.stream_id)]
+    assert "appended nothing" in got[0].payload["reason"]
+    with pytest.raises(BrokerError, match="STREAM_NOT_OPEN"):
+        await a.streams.append_chunk(stream.stream_id, {"line": "too late"})
