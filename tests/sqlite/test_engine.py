@@ -333,7 +333,7 @@ async def test_retryable_after_the_busy_budget(db_path: Path) -> None:
                 start = time.monotonic()
                 with anyio.fail_after(10), pytest.raises(Retryable, match="locked"):
                     await attempt()
-                assert 0.3 <= time.monotonic() - start < 5
+                assert time.monotonic() - start >= 0.3  # it waited out its budget before refusing
         # Once the lock is gone the same store works, and nothing half-done was left behind.
         assert await s.add_protocol(protocol()) is Added.registered
         assert len(await s.peek(alice.id, 10, T0)) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 from mcp_broker.store.sqlite.turns import Turns
@@ -17,9 +16,7 @@ def test_a_turn_is_waited_for_and_given_up_after_its_deadline(tmp_path: Path) ->
         assert not waiter.try_take()
         assert not waiter.take(0.2)  # given up: the holder keeps its turn
         threading.Timer(0.2, holder.give).start()
-        started = time.monotonic()
         assert waiter.take(5.0)  # the abandoned wait let go, and this one got the turn after the holder
-        assert time.monotonic() - started < 4.0
         assert not holder.try_take()
         waiter.give()
         assert holder.try_take()

@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import jsonschema
 import pytest
 
 from mcp_broker.errors import InvalidArgument, InvalidSchema, PayloadInvalid, TooLarge
@@ -429,19 +430,17 @@ def doubling(levels: int, leaf: Any = None) -> dict[str, Any]:
 
 @pytest.mark.parametrize("levels", [8, 12, 30])  # 16 levels took 2.8 s per payload, 30 froze the process
 def test_a_schema_whose_validation_cost_explodes_is_refused_saying_why(levels: int) -> None:
-    started = time.monotonic()
-    with pytest.raises(InvalidSchema) as caught:
+    with pytest.raises(InvalidSchema) as caught:  # refused by counting, before any validation runs
         check_schema(doubling(levels), LIMITS)
-    assert time.monotonic() - started < 1.0
     assert "can apply more than 1000 subschemas" in caught.value.message
 
 
-def test_the_worst_accepted_doubling_schema_validates_quickly() -> None:
+def test_the_worst_accepted_doubling_schema_validates_within_the_budget() -> None:
     validator = validator_for(doubling(7))
-    started = time.monotonic()
-    validate_payload(validator, 1, LIMITS)
-    refusal_of(validator, "x")
-    assert time.monotonic() - started < 0.25
+    validate_payload(validator, 1, LIMITS)  # no budget refusal: a valid payload passes
+    assert not refusal_of(validator, "x").message.startswith(
+        "validating this payload against the schema took"
+    )
 
 
 @pytest.mark.parametrize(
@@ -512,9 +511,7 @@ def test_shape_limits_of_a_schema() -> None:
 )
 def test_validation_work_is_bounded_per_payload(schema: Any, payload: Any) -> None:
     validator = validator_for(schema)
-    started = time.monotonic()
     error = refusal_of(validator, payload)
-    assert time.monotonic() - started < 2.5
     # Many patterns may spend the time budget of regex searches first: either way the payload is refused.
     assert error.message.startswith(("validating this payload against the schema took more", "a value took"))
     assert error.details["errors"][0]["path"] == "/"
@@ -668,10 +665,16 @@ def test_limits_defaults() -> None:
     )
 
 
-def test_a_schema_of_many_objects_is_refused_before_the_costly_meta_schema_check() -> None:
+def test_a_schema_of_many_objects_is_refused_before_the_costly_meta_schema_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     schema = {"anyOf": [{} for _ in range(20_000)]}  # 60 KB: the meta-schema check took 1.9 s on it
-    started = time.monotonic()
+
+    def costly(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the meta-schema check ran on a schema the size check should have refused")
+
+    monkeypatch.setattr(jsonschema.Draft202012Validator, "check_schema", costly)
     with pytest.raises(InvalidSchema, match="more than 4096 subschemas"):
         check_schema(schema, LIMITS)
-    assert time.monotonic() - started < 0.3
+    monkeypatch.undo()
     check_schema({"enum": [{"k": i} for i in range(1000)]}, LIMITS)  # data objects are not subschemas
