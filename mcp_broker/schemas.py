@@ -397,7 +397,7 @@ def validate_payload(validator: Validator, payload: Any, limits: Limits) -> None
             f"validating this payload against the schema took more than its budget ({spent}); the payload "
             "is refused: send a smaller payload, or use a version of the protocol with a simpler schema"
         )
-        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}], over_budget=True) from None
     except _PatternTooCostly as exc:
         message = (
             f"the schema's pattern {excerpt(exc.args[0])} is too costly to compile (it predates the limits on "
@@ -408,7 +408,7 @@ def validate_payload(validator: Validator, payload: Any, limits: Limits) -> None
         message = (
             f"a value took too long to match pattern {_short(repr(exc.args[0]))}; the payload is refused"
         )
-        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None
+        raise PayloadInvalid(message, errors=[{"path": "/", "message": message}], over_budget=True) from None
     except (RecursionError, Unresolvable):
         message = "the schema recursed without end on this payload ($ref cycle); the payload is refused"
         raise PayloadInvalid(message, errors=[{"path": "/", "message": message}]) from None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import anyio
 
 from .. import adapters, routing, schemas, versions
 from ..adapter_checks import check_adapter
@@ -45,6 +48,9 @@ from .binding import Binding
 from .checks import MAX_PAGE, check_range, check_short_texts, decode_cursor, encode_cursor
 from .failures import maps_store_errors
 from .presence import Presence
+
+INLINE_STEPS = 20_000  # about 10-20 ms of validation: what a payload may take on the event loop
+INLINE_SECONDS = 0.02
 
 
 def accepted_range(row: SessionRow, protocol: str) -> versions.VersionRange | None:
@@ -104,6 +110,14 @@ class Catalog:
         max_adapters: int | None = None,
     ) -> None:
         self.store = store
+        # What a validation may spend on the event loop before it moves to a worker thread.
+        self._inline = dataclasses.replace(
+            limits,
+            max_validation_steps=min(limits.max_validation_steps, INLINE_STEPS),
+            validation_seconds=min(limits.validation_seconds, INLINE_SECONDS),
+            regex_timeout=min(limits.regex_timeout, INLINE_SECONDS),
+            regex_budget=min(limits.regex_budget, INLINE_SECONDS),
+        )
         self.max_versions = max_versions
         self.max_adapters = max_adapters
         self.binding = binding
@@ -280,16 +294,26 @@ class Catalog:
             self._protocols[(name, version)] = row
         return row
 
-    def check_payload(self, proto: ProtocolRow, payload: Any) -> str:
+    async def check_payload(self, proto: ProtocolRow, payload: Any) -> str:
         """The payload's JSON text, once it is within limits and valid against the version's schema."""
         text = schemas.check_json_value(
             payload, what="payload", max_bytes=self.limits.max_payload_bytes, max_depth=self.limits.max_depth
         )
         validator = self._validators.get((proto.name, proto.version), proto.schema)
-        schemas.validate_payload(validator, payload, self.limits)
+        await self._validate(validator, payload)
         return text
 
-    def check_reply(self, proto: ProtocolRow, payload: Any) -> str:
+    async def _validate(self, validator: Any, payload: Any) -> None:
+        """Validate on the event loop within a small budget; a payload that needs more is validated
+        again on a worker thread with the whole budget, so no payload stalls the loop's other calls."""
+        try:
+            schemas.validate_payload(validator, payload, self._inline)
+        except PayloadInvalid as exc:
+            if not exc.details.get("over_budget"):
+                raise
+            await anyio.to_thread.run_sync(schemas.validate_payload, validator, payload, self.limits)
+
+    async def check_reply(self, proto: ProtocolRow, payload: Any) -> str:
         """A reply's JSON text, valid against the version's response_schema where it has one."""
         text = schemas.check_json_value(
             payload,
@@ -299,7 +323,7 @@ class Catalog:
         )
         if proto.response_schema is not None:
             validator = self._validators.get((proto.name, f"{proto.version}#response"), proto.response_schema)
-            schemas.validate_payload(validator, payload, self.limits)
+            await self._validate(validator, payload)
         return text
 
     async def adapt(
@@ -320,7 +344,7 @@ class Catalog:
         labels = [f"{proto.name} {a} -> {b}" for a, b in route.hops]
         adapted = adapters.transform(payload, steps, labels)
         try:
-            text = self.check_payload(target, adapted)
+            text = await self.check_payload(target, adapted)
         except (PayloadInvalid, TooLarge) as exc:
             raise TransformFailed(
                 f"adapting {proto.name} {route.sent} to {route.delivered} for {recipient.name} gave a payload the "

@@ -219,7 +219,7 @@ class Messaging:
             raise CapabilityNotSupported(
                 f"{protocol} {route.sent} does not allow {needed.value}; it allows {', '.join(proto.capabilities)}"
             )
-        payload_text = self.catalog.check_payload(proto, payload)
+        payload_text = await self.catalog.check_payload(proto, payload)
         target = await self.catalog.adapt(proto, route, adapters, payload, recipient)
         now = self.clock()
         message = NewMessage(
@@ -318,7 +318,7 @@ class Messaging:
             raise CapabilityNotSupported(
                 f"{protocol} {version} does not allow broadcast; send to each peer instead"
             )
-        payload_text = self.catalog.check_payload(proto, payload)
+        payload_text = await self.catalog.check_payload(proto, payload)
         now = self.clock()
         reach = _Reach(me, names, features, statuses)
         await self._broadcast_targets(snap, proto, payload, now, reach)

@@ -113,7 +113,7 @@ class Requests:
         if request.attempts == 0:
             raise InvalidArgument(f"receive request {request_id} before replying to it")
         proto = await self.catalog.protocol(request.protocol, request.sent_version)
-        payload_text = self.catalog.check_reply(proto, payload)
+        payload_text = await self.catalog.check_reply(proto, payload)
         requester = await self.sessions.peer(request.sender_id)
         await self.limiter.charge(me)
         now = self.clock()

@@ -117,7 +117,7 @@ class Streams:
         me = self.binding.require()
         stream = await self._own_open(stream_id, me)
         proto = await self.catalog.protocol(stream.protocol, stream.version)
-        payload_text = self.catalog.check_payload(proto, payload)
+        payload_text = await self.catalog.check_payload(proto, payload)
         await self.limiter.charge(me)
         now = self.clock()
         message = NewMessage(

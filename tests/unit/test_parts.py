@@ -23,7 +23,7 @@ from mcp_broker.domain.messaging import Messaging
 from mcp_broker.domain.presence import Presence
 from mcp_broker.domain.rates import RateLimiter
 from mcp_broker.domain.sessions import Sessions
-from mcp_broker.errors import InvalidArgument, NameTaken, NotConnected, UnknownSession
+from mcp_broker.errors import InvalidArgument, NameTaken, NotConnected, PayloadInvalid, UnknownSession
 from mcp_broker.models import SessionStatus
 from mcp_broker.store.contract import SessionRow
 from mcp_broker.store.sqlite import SqliteStore
@@ -265,3 +265,25 @@ async def test_text_other_agents_read_refuses_hidden_characters(
             "chat", "1.0.0", CHAT, ["point_to_point"], {"description": f"plain {sneaky} text"}
         )
     assert not await store.list_protocols("chat")  # nothing was stored
+
+
+async def test_a_costly_payload_is_validated_off_the_event_loop(store: SqliteStore, clock: FakeClock) -> None:
+    a = Agent(store, clock)
+    enum = {"type": "array", "items": {"enum": list(range(1000))}}
+    await a.catalog.register_protocol("big", "1.0.0", enum, ["point_to_point"])
+    proto = await a.catalog.protocol("big", "1.0.0")
+    turns, done = 0, False
+
+    async def other_calls() -> None:  # what the loop serves meanwhile: pings, other tools
+        nonlocal turns
+        while not done:
+            turns += 1
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_calls)
+        await a.catalog.check_payload(proto, [999] * 300)  # valid, past the inline budget, within the whole
+        done = True
+    assert turns > 50  # the loop kept turning while the validation ran on a worker thread
+    with pytest.raises(PayloadInvalid, match="its budget"):
+        await a.catalog.check_payload(proto, [999] * 2000)  # past the whole budget: refused as before
