@@ -138,9 +138,13 @@ class Catalog:
     ) -> RegisterResult:
         versions.check_protocol_name(name)
         versions.parse_version(version)
-        schema_text = schemas.check_schema(schema, self.limits)
+        # Registering is rare and its checks can be costly (a 64 KiB schema against its meta-schema):
+        # they run on a worker thread, so the process's other calls are not held up.
+        schema_text = await anyio.to_thread.run_sync(schemas.check_schema, schema, self.limits)
         response_text = (
-            schemas.check_schema(response_schema, self.limits) if response_schema is not None else None
+            await anyio.to_thread.run_sync(schemas.check_schema, response_schema, self.limits)
+            if response_schema is not None
+            else None
         )
         caps = _capabilities(capabilities)
         if response_text is not None and Capability.request_response not in caps:
@@ -196,7 +200,9 @@ class Catalog:
         parsed = adapters.parse_steps(list(steps))
         source = await self.protocol(protocol, from_version)
         target = await self.protocol(protocol, to_version)
-        check_adapter(parsed, json.loads(source.schema), json.loads(target.schema), self.limits)
+        await anyio.to_thread.run_sync(
+            check_adapter, parsed, json.loads(source.schema), json.loads(target.schema), self.limits
+        )
         dumped = adapters.dump_steps(parsed)
         row = AdapterRow(protocol, from_version, to_version, dumped, _fingerprint(dumped), self.clock())
         added = await self.store.add_adapter(row, max_adapters=self.max_adapters)
