@@ -110,6 +110,11 @@ FIELDS: dict[str, tuple[type, str]] = {
 }
 
 
+def retention_cutoffs(settings: Settings, now: float) -> tuple[float, float]:
+    """What a prune keeps: finished messages and events after the first time, sessions after the second."""
+    return now - settings.history_retention_days * 86400, now - settings.retention_days * 86400
+
+
 def env_name(field: str) -> str:
     return "MCP_BROKER_" + field.upper()
 

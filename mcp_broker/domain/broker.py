@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 
 from .. import procs, schemas
-from ..config import Settings
+from ..config import Settings, retention_cutoffs
 from ..store import open_engine
 from ..store.contract import Notifier, Store, StoreError
 from ..store.spool import spooling
@@ -201,11 +201,8 @@ class Broker:
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY
                     now = self.clock()
-                    counts = await self.store.prune(
-                        before=now - self.settings.history_retention_days * 86400,
-                        sessions_before=now - self.settings.retention_days * 86400,
-                        now=now,
-                    )
+                    before, sessions_before = retention_cutoffs(self.settings, now)
+                    counts = await self.store.prune(before=before, sessions_before=sessions_before, now=now)
                     if any(counts.values()):
                         log.info("pruned %s", counts)
             except Exception:

@@ -48,7 +48,6 @@ from ..store.contract import (
 from .binding import Binding
 from .catalog import Catalog, accepted_range
 from .checks import (
-    RECHECK_SECONDS,
     check_ref,
     check_short_texts,
     expiry,
@@ -97,7 +96,6 @@ class Messaging:
         self.limiter = limiter
         self.max_inbox = settings.max_inbox
         self.clock = clock
-        self.recheck_seconds = RECHECK_SECONDS
 
     async def send(
         self,

@@ -46,13 +46,12 @@ class RateLimiter:
         """Every session's recent rate and whether it is limited now, for list_sessions."""
         now = self.clock()
         states = await self.store.rate_states(since=now - WINDOW_SECONDS)
-        return {
-            session_id: RateInfo(
-                sent_last_minute=state.sent_recently,
-                tokens=round(tokens, 3),
-                limited=tokens < 1,
+        infos = {}
+        for session_id, state in states.items():
+            tokens = min(
+                self.burst, state.tokens + max(0.0, now - state.updated_at) * self.rate
+            )  # refilled to now
+            infos[session_id] = RateInfo(
+                sent_last_minute=state.sent_recently, tokens=round(tokens, 3), limited=tokens < 1
             )
-            for session_id, state in states.items()
-            if (tokens := min(self.burst, state.tokens + max(0.0, now - state.updated_at) * self.rate))
-            is not None
-        }
+        return infos

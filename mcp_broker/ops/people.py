@@ -269,7 +269,11 @@ def add_subcommands(subparsers: Any) -> None:
     prune = _add(
         subparsers, "prune", "delete what retention no longer keeps (brokers also do it hourly)", _prune
     )
-    prune.add_argument("--older-than", type=float, help="days (default: the retention_days setting)")
+    prune.add_argument(
+        "--older-than",
+        type=float,
+        help="days, for messages and sessions alike (default: history_retention_days and retention_days)",
+    )
     past = _add(subparsers, "history", "messages sent and received, kept by history_retention_days", _history)
     past.add_argument(
         "--session", help="one session's sent and received messages (default: every session's sends)"

@@ -213,10 +213,14 @@ class Views:
         return {"purged": {m: gone.get(m, 0) for m in message_ids}}
 
     async def prune(self, older_than_days: float | None = None) -> dict[str, Any]:
-        """Delete what retention no longer keeps, as every broker process does now and then."""
-        days = self.settings.retention_days if older_than_days is None else older_than_days
+        """Delete what retention no longer keeps, by the rule every broker process applies now and then
+        (``older_than_days`` replaces both retentions)."""
         now = self.clock()
-        counts = await self.store.prune(before=now - days * 86400, now=now)
+        before, sessions_before = config.retention_cutoffs(self.settings, now)
+        if older_than_days is not None:
+            before = sessions_before = now - older_than_days * 86400
+        counts = await self.store.prune(before=before, sessions_before=sessions_before, now=now)
+        days = self.settings.history_retention_days if older_than_days is None else older_than_days
         return {"older_than_days": days, "pruned": counts}
 
 

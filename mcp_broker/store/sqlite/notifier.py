@@ -13,6 +13,7 @@ cached by its modification time, so with no watcher a notify costs one ``stat``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -26,6 +27,12 @@ import anyio
 from ...config import DEFAULT_NAMESPACE
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bell_name(session_id: str) -> str:
+    """A session's socket name: derived, never stored; cached, since every send rings one."""
+    return hashlib.sha1(session_id.encode()).hexdigest()[:16] + ".sock"
 
 
 def bell_dir(db_path: Path, namespace: str = DEFAULT_NAMESPACE) -> Path:
@@ -52,7 +59,7 @@ class BellNotifier:
         self._watchers: tuple[float, list[str]] = (-1.0, [])  # (folder mtime, socket paths)
 
     def _bell(self, session_id: str) -> str:
-        return str(self._folder / (hashlib.sha1(session_id.encode()).hexdigest()[:16] + ".sock"))
+        return str(self._folder / _bell_name(session_id))
 
     async def open(self) -> None:
         self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
