@@ -84,7 +84,7 @@ class History:
             recipients = [d.recipient_id for d in entry.deliveries]
         if not recipients:
             raise InvalidArgument(f"message {original_id} reached no one; there is nobody to replay it to")
-        await self.limiter.charge(me, len(recipients))
+        toll = self.limiter.toll(me, len(recipients))
         now = self.clock()
         copy = NewMessage(
             id=str(uuid.uuid4()),
@@ -100,8 +100,10 @@ class History:
             replay_of=original_id,
         )
         outcome = await self.store.enqueue(
-            copy, [Target(r) for r in recipients], max_inbox=self.max_inbox, refuse_full=False
+            copy, [Target(r) for r in recipients], max_inbox=self.max_inbox, refuse_full=False, rate=toll
         )
+        if outcome.limited is not None:
+            raise self.limiter.refusal(outcome.limited)
         self.notifier.notify(outcome.delivered_to)
         names = []
         active = True

@@ -127,13 +127,10 @@ class Messaging:
             priority=priority_rank(priority),
             kind=kind,
         )
-        charged = False
+        toll = self.limiter.toll(me)
         for _ in range(SEND_TRIES):
             snap = await self.store.snapshot(query)
             decided = await self._decide(snap, me, to, protocol, payload, version, ttl_seconds, options)
-            if not charged:  # a decision that is tried again is not charged again
-                await self.limiter.charge(me)
-                charged = True
             try:
                 outcome = await self.store.enqueue(
                     decided.message,
@@ -144,6 +141,7 @@ class Messaging:
                     if decided.message.idempotency_key
                     else None,
                     guard=Guard(decided.recipient.id, decided.recipient.revision),
+                    rate=toll,  # charged with the store, so a decision tried again is charged once
                 )
             except Conflict:
                 continue  # the recipient reconnected meanwhile: decide again on what it accepts now
@@ -152,6 +150,8 @@ class Messaging:
             raise Conflict(f"{to!r} kept reconnecting while the send was decided")
         if outcome.duplicate_result is not None:
             return SendResult.model_validate({**outcome.duplicate_result, "duplicate": True})
+        if outcome.limited is not None:
+            raise self.limiter.refusal(outcome.limited)
         if not outcome.stored:
             (_, depth), *_ = outcome.full
             raise InboxFull(
@@ -332,10 +332,15 @@ class Messaging:
             created_at=now,
             expires_at=expiry(now, ttl_seconds),
         )
-        await self.limiter.charge(me, len(targets))  # a broadcast costs one per recipient
         outcome = await self.store.enqueue(
-            message, list(targets.values()), max_inbox=self.max_inbox, refuse_full=False
+            message,
+            list(targets.values()),
+            max_inbox=self.max_inbox,
+            refuse_full=False,
+            rate=self.limiter.toll(me, len(targets)),  # a broadcast costs one per recipient
         )
+        if outcome.limited is not None:
+            raise self.limiter.refusal(outcome.limited)
         for recipient_id, depth in outcome.full:
             row = snap.sessions[recipient_id]
             reason = f"inbox full ({depth} of {self.max_inbox})"

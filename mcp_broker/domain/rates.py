@@ -1,4 +1,4 @@
-"""Per-session rate limits: a token bucket in the store, charged before anything is stored."""
+"""Per-session rate limits: a token bucket in the store, charged in the write that stores the message."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from ..config import Settings
 from ..errors import RateLimited
 from ..models import RateInfo
 from ..store.contract import Store
+from ..store.features import Charge, RateCharge
 
 WINDOW_SECONDS = 60.0  # what "current rate" counts
 
@@ -21,26 +22,38 @@ class RateLimiter:
         self.burst = settings.rate_burst
         self.clock = clock
 
-    async def charge(self, session_id: str, cost: int = 1) -> None:
-        """Take ``cost`` tokens, or refuse with RATE_LIMITED saying when to retry (nothing is taken)."""
+    def toll(self, session_id: str, cost: int = 1) -> RateCharge | None:
+        """The charge for a write to make with its store (``Store.enqueue(rate=...)``), or None when it
+        costs nothing; a call that can never fit the bucket is refused here, before anything is read."""
         if cost <= 0:
-            return
+            return None
         if cost > self.burst:
             raise RateLimited(
                 f"this call would send {cost} messages at once; the limit is {self.burst:g} (rate_burst). "
                 "Send to fewer recipients at a time.",
                 retry_after_seconds=None,
             )
+        return RateCharge(session_id, cost, self.rate, self.burst)
+
+    def refusal(self, charge: Charge) -> RateLimited:
+        """RATE_LIMITED for a refused charge, saying when to retry (nothing was taken or stored)."""
+        wait = round(charge.retry_after + 0.0005, 3)
+        return RateLimited(
+            f"you are sending faster than {self.rate:g} messages per second (bursts up to {self.burst:g}); "
+            f"nothing was stored. Retry in {wait:g} s (retry_after_seconds).",
+            retry_after_seconds=wait,
+        )
+
+    async def charge(self, session_id: str, cost: int = 1) -> None:
+        """Take ``cost`` tokens now, or refuse with RATE_LIMITED (for writes that cannot carry a toll)."""
+        toll = self.toll(session_id, cost)
+        if toll is None:
+            return
         charged = await self.store.charge(
-            session_id, cost, rate=self.rate, burst=self.burst, now=self.clock()
+            session_id, cost, rate=toll.rate, burst=toll.burst, now=self.clock()
         )
         if not charged.allowed:
-            wait = round(charged.retry_after + 0.0005, 3)
-            raise RateLimited(
-                f"you are sending faster than {self.rate:g} messages per second (bursts up to {self.burst:g}); "
-                f"nothing was stored. Retry in {wait:g} s (retry_after_seconds).",
-                retry_after_seconds=wait,
-            )
+            raise self.refusal(charged)
 
     async def infos(self) -> dict[str, RateInfo]:
         """Every session's recent rate and whether it is limited now, for list_sessions."""

@@ -54,7 +54,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .features import AppendOutcome, Charge, HistoryPage, HistoryQuery, RateState, StreamRow
+    from .features import AppendOutcome, Charge, HistoryPage, HistoryQuery, RateCharge, RateState, StreamRow
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 
@@ -321,6 +321,7 @@ class EnqueueOutcome:
     full: tuple[tuple[str, int], ...] = ()  # (recipient_id, depth) not reached: the inbox is full
     stored: bool = False
     spooled: bool = False  # stored in this machine's outbox, to be forwarded when the store is back
+    limited: Charge | None = None  # the rate charge was refused: nothing stored, nothing taken
 
 
 @dataclass(frozen=True)
@@ -435,12 +436,14 @@ class Store(Protocol):
         refuse_full: bool,
         answer: dict[str, Any] | None = None,
         guard: Guard | None = None,
+        rate: RateCharge | None = None,
     ) -> EnqueueOutcome:
         """Store the message and one delivery per target, or nothing.
 
         Nothing is stored when the idempotency key was seen (``duplicate_result``), when a full inbox
-        is refused (``full`` set, ``stored`` false), or when ``guard`` fails (``Conflict``).
-        ``answer`` is kept to be replayed for a repeated idempotency key.
+        is refused (``full`` set, ``stored`` false), when ``guard`` fails (``Conflict``), or when the
+        ``rate`` charge finds too few tokens (``limited``); the charge is taken only with a store.
+        The checks run in that order. ``answer`` is kept to be replayed for a repeated idempotency key.
         """
         ...
 

@@ -12,7 +12,9 @@ Part of the store contract: ``contract.Store`` has the operations, this module t
   at once. A sender holds at most ``max_open`` open streams.
 - **Rate buckets.** ``charge`` takes ``cost`` tokens from the session's bucket (refilled at
   ``rate`` per second up to ``burst``, starting full) or takes none and says when enough will be
-  there. It is atomic, so processes sharing the session share its bucket.
+  there. It is atomic, so processes sharing the session share its bucket. ``enqueue`` takes a
+  ``RateCharge`` to charge in the same atomic step: nothing is stored and nothing taken when the
+  bucket is short (``EnqueueOutcome.limited``), and nothing is taken when nothing is stored.
 - **History.** A session's sent and received messages still stored (acked ones included), newest
   stored first, with every delivery of what it sent and its own delivery of what it received;
   store-issued cursors.
@@ -59,6 +61,17 @@ class AppendOutcome:
     seq: int | None  # the chunk's number when stored
     refused: AppendRefused | None = None
     depth: int = 0  # the recipient's inbox depth, when it was full
+
+
+@dataclass(frozen=True)
+class RateCharge:
+    """A charge made inside a write (``Store.enqueue``): ``cost`` tokens from ``session_id``'s bucket,
+    by the same rule as ``charge``, taken only when the write stores something."""
+
+    session_id: str
+    cost: int
+    rate: float
+    burst: float
 
 
 @dataclass(frozen=True)

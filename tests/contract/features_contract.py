@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from mcp_broker.store.contract import NewMessage, SessionRow, Store, Target
-from mcp_broker.store.features import AppendRefused, HistoryQuery, StreamRow, StreamState
+from mcp_broker.store.features import AppendRefused, HistoryQuery, RateCharge, StreamRow, StreamState
 
 from .store_contract import T0, connect, lease, message, send
 
@@ -141,6 +141,30 @@ class FeaturesContract:
         capped = await store.charge("s1", 1, rate=1.0, burst=3.0, now=T0 + 100)
         assert capped.tokens == pytest.approx(2.0)  # refilled to the burst, no more
         assert (await store.charge("s2", 1, rate=1.0, burst=3.0, now=T0)).tokens == pytest.approx(2.0)
+
+    async def test_an_enqueue_charges_only_what_it_stores(
+        self, store: Store, alice: SessionRow, bob: SessionRow
+    ) -> None:
+        toll = RateCharge(alice.id, 2, rate=1.0, burst=3.0)
+        first = message(alice.id, 1, at=T0)
+        stored = await store.enqueue(first, [Target(bob.id)], max_inbox=10, refuse_full=True, rate=toll)
+        assert stored.stored and stored.limited is None
+        again = await store.enqueue(first, [Target(bob.id)], max_inbox=10, refuse_full=True, rate=toll)
+        assert again.stored  # a retry of the same message is not charged again
+        short = message(alice.id, 2, at=T0)
+        refused = await store.enqueue(short, [Target(bob.id)], max_inbox=10, refuse_full=True, rate=toll)
+        assert not refused.stored and refused.limited is not None
+        assert refused.limited.retry_after == pytest.approx(1.0)
+        full = await store.enqueue(short, [Target(bob.id)], max_inbox=1, refuse_full=True, rate=toll)
+        assert full.full and full.limited is None  # refused as full: nothing taken
+        assert (await store.message_status(alice.id, [short.id])).rows == []
+        later = await store.enqueue(short, [Target(bob.id)], max_inbox=10, refuse_full=True, rate=toll)
+        assert later.stored is False and later.limited is not None  # still one token short at T0
+        refilled = message(alice.id, 3, at=T0 + 1)
+        assert (
+            await store.enqueue(refilled, [Target(bob.id)], max_inbox=10, refuse_full=True, rate=toll)
+        ).stored
+        assert (await store.charge(alice.id, 1, rate=1.0, burst=3.0, now=T0 + 1)).allowed is False
 
     async def test_rate_states_count_what_each_session_sent(
         self, store: Store, alice: SessionRow, bob: SessionRow

@@ -21,6 +21,7 @@ from ..contract import (
     StatusReport,
     Target,
 )
+from ..features import Charge, RateCharge
 from .base import RedisBase
 from .rows import attempts_of, inbox_row, status_row
 
@@ -76,8 +77,12 @@ class Queue(RedisBase):
         refuse_full: bool,
         answer: dict[str, Any] | None = None,
         guard: Guard | None = None,
+        rate: RateCharge | None = None,
     ) -> EnqueueOutcome:
         fields = message_fields(message)
+        charge = (
+            (rate.session_id, rate.cost, repr(rate.rate), repr(rate.burst)) if rate else ("", 0, "0", "0")
+        )
         found = await self._run(
             "enqueue",
             message.id,
@@ -94,6 +99,7 @@ class Queue(RedisBase):
             message.priority,
             message.protocol,
             IDEMPOTENCY_TTL,
+            *charge,
             len(fields) // 2,
             *fields,
             *target_args(targets),
@@ -102,6 +108,8 @@ class Queue(RedisBase):
             raise Conflict("the recipient reconnected since the send was decided")
         if found[0] == "duplicate":
             return EnqueueOutcome(duplicate_result=json.loads(found[1]))
+        if found[0] == "limited":
+            return EnqueueOutcome(limited=Charge(False, float(found[1]), float(found[2])))
         full = tuple((r, int(n)) for r, n in zip(found[2][::2], found[2][1::2], strict=True))
         if found[0] == "full":
             return EnqueueOutcome(full=full)

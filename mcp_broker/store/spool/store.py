@@ -35,7 +35,7 @@ from ..contract import (
     Target,
     Unavailable,
 )
-from ..features import AppendOutcome, Charge, HistoryPage, HistoryQuery, RateState, StreamRow
+from ..features import AppendOutcome, Charge, HistoryPage, HistoryQuery, RateCharge, RateState, StreamRow
 from .mirror import Mirror
 from .outbox import Outbox, Spooled
 
@@ -190,6 +190,7 @@ class SpoolingStore:
         refuse_full: bool,
         answer: dict[str, Any] | None = None,
         guard: Guard | None = None,
+        rate: RateCharge | None = None,
     ) -> EnqueueOutcome:
         if self._up and not await self.outbox.pending(message.sender_id, limit=1):
             try:
@@ -201,12 +202,14 @@ class SpoolingStore:
                         refuse_full=refuse_full,
                         answer=answer,
                         guard=guard,
+                        rate=rate,
                     )
                 )
             except Misconfigured:
                 raise
             except Unavailable:
                 pass  # maybe stored, its answer lost: spooled all the same, forwarded by its id
+        # No shared bucket to charge while the store is down: the outbox is the limit (as in charge).
         await self.outbox.add(message, targets, max_inbox, refuse_full, answer)
         self._wake.set()
         return EnqueueOutcome(delivered_to=tuple(t.recipient_id for t in targets), stored=True, spooled=True)

@@ -15,12 +15,13 @@ from ..features import (
     HistoryEntry,
     HistoryPage,
     HistoryQuery,
+    RateCharge,
     RateState,
     StreamRow,
     StreamState,
 )
 from .base import MESSAGE_COLUMNS, WAITING
-from .queue import Queue
+from .queue import Queue, take_tokens
 from .rows import inbox_row, status_row
 from .traffic import record
 
@@ -145,21 +146,7 @@ class Features(Queue):
         return await self._tx(run, write=False)
 
     async def charge(self, session_id: str, cost: int, *, rate: float, burst: float, now: float) -> Charge:
-        def run(db: sqlite3.Connection) -> Charge:
-            row = db.execute(
-                "SELECT tokens, updated_at FROM rate_buckets WHERE namespace = ns() AND session_id = ?",
-                (session_id,),
-            ).fetchone()
-            tokens = burst if row is None else min(burst, row[0] + max(0.0, now - row[1]) * rate)
-            if tokens < cost:
-                return Charge(False, tokens, (cost - tokens) / rate)
-            db.execute(
-                "INSERT OR REPLACE INTO rate_buckets (namespace, session_id, tokens, updated_at) VALUES (ns(), ?, ?, ?)",
-                (session_id, tokens - cost, now),
-            )
-            return Charge(True, tokens - cost, 0.0)
-
-        return await self._tx(run)
+        return await self._tx(take_tokens, RateCharge(session_id, cost, rate, burst), now)
 
     async def rate_states(self, *, since: float) -> dict[str, RateState]:
         def run(db: sqlite3.Connection) -> dict[str, RateState]:

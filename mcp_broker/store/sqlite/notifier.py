@@ -47,6 +47,7 @@ class BellNotifier:
 
     def __init__(self, db_path: Path, namespace: str = DEFAULT_NAMESPACE) -> None:
         self._folder = bell_dir(db_path, namespace)
+        self._prefix = os.path.join(self._folder, "")  # as text: joining Paths costs more than a ring
         self._sock: socket.socket | None = None
         self._path: str | None = None
         self._out: socket.socket | None = None
@@ -59,7 +60,7 @@ class BellNotifier:
         self._watchers: tuple[float, list[str]] = (-1.0, [])  # (folder mtime, socket paths)
 
     def _bell(self, session_id: str) -> str:
-        return str(self._folder / _bell_name(session_id))
+        return self._prefix + _bell_name(session_id)
 
     async def open(self) -> None:
         self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

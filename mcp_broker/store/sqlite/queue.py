@@ -24,11 +24,28 @@ from ..contract import (
     StatusReport,
     Target,
 )
+from ..features import Charge, RateCharge
 from .base import DEPTH_SQL, IN_ORDER, MESSAGE_COLUMNS, WAITING, StoreBase
 from .rows import inbox_row, status_row
 from .traffic import record
 
 DEPTH_OF = f"SELECT count(*) FROM deliveries WHERE recipient_id = :r AND {WAITING}"
+
+
+def take_tokens(db: sqlite3.Connection, rate: RateCharge, now: float) -> Charge:
+    """Take ``rate.cost`` tokens from the session's bucket, or none (see ``Store.charge``)."""
+    row = db.execute(
+        "SELECT tokens, updated_at FROM rate_buckets WHERE namespace = ns() AND session_id = ?",
+        (rate.session_id,),
+    ).fetchone()
+    tokens = rate.burst if row is None else min(rate.burst, row[0] + max(0.0, now - row[1]) * rate.rate)
+    if tokens < rate.cost:
+        return Charge(False, tokens, (rate.cost - tokens) / rate.rate)
+    db.execute(
+        "INSERT OR REPLACE INTO rate_buckets (namespace, session_id, tokens, updated_at) VALUES (ns(), ?, ?, ?)",
+        (rate.session_id, tokens - rate.cost, now),
+    )
+    return Charge(True, tokens - rate.cost, 0.0)
 
 
 class Queue(StoreBase):
@@ -43,6 +60,7 @@ class Queue(StoreBase):
         refuse_full: bool,
         answer: dict[str, Any] | None = None,
         guard: Guard | None = None,
+        rate: RateCharge | None = None,
     ) -> EnqueueOutcome:
         """Store a message and one delivery per target in one transaction (see the contract).
 
@@ -50,7 +68,7 @@ class Queue(StoreBase):
         hold no lock, which is taken at the insert.
         """
         return await self._tx(
-            self._enqueue, message, targets, max_inbox, refuse_full, answer, guard, deferred=True
+            self._enqueue, message, targets, max_inbox, refuse_full, answer, guard, rate, deferred=True
         )
 
     def _enqueue(
@@ -62,6 +80,7 @@ class Queue(StoreBase):
         refuse_full: bool,
         answer: dict[str, Any] | None,
         guard: Guard | None,
+        rate: RateCharge | None = None,
     ) -> EnqueueOutcome:
         found = db.execute(
             "SELECT 1 FROM messages WHERE namespace = ns() AND id = ?", (message.id,)
@@ -98,6 +117,10 @@ class Queue(StoreBase):
                 reached.append(target)
         if full and refuse_full:
             return EnqueueOutcome(full=tuple(full))
+        if rate is not None:
+            charge = take_tokens(db, rate, message.created_at)
+            if not charge.allowed:
+                return EnqueueOutcome(limited=charge)
         # The answer is kept only to be replayed for a repeated idempotency key.
         result = json.dumps(answer or {}) if message.idempotency_key is not None else None
         self._insert_message(db, message, result)

@@ -160,6 +160,27 @@ local function add_delivery(mid, at, priority, protocol, expires, now)
   return r
 end
 
+-- Numbers as text: a number leaving Lua is truncated to an integer.
+local function text(x) return string.format('%.17g', x) end
+
+-- Take ``cost`` tokens from a session's bucket (refilled at ``rate`` per second up to ``burst``,
+-- starting full), or none (see Store.charge): {1 or 0, tokens left, seconds until enough} as text.
+local function take_tokens(session, cost, rate, burst, now)
+  local b = key('rb', session)
+  cost, rate, burst = tonumber(cost), tonumber(rate), tonumber(burst)
+  local found = redis.call('HMGET', b, 'tokens', 'updated_at')
+  local tokens = burst
+  if found[1] then
+    tokens = math.min(burst, tonumber(found[1]) + math.max(0, tonumber(now) - tonumber(found[2])) * rate)
+  end
+  if tokens < cost then
+    return {0, text(tokens), text((cost - tokens) / rate)}
+  end
+  redis.call('HSET', b, 'tokens', text(tokens - cost), 'updated_at', now)
+  redis.call('SADD', P .. 'buckets', session)
+  return {1, text(tokens - cost), '0'}
+end
+
 -- Whether a stream's chunk may be handed out: every earlier chunk of its stream still stored is
 -- acked. Chunks are leased one at a time in order, so the nearest earlier one that is still there
 -- decides: it was acked only once everything before it was.

@@ -1,15 +1,16 @@
 -- Store a message and one delivery per target, or nothing (see Store.enqueue).
 -- ARGV: message id, sender, guard recipient, guard revision, idempotency key, idempotency cutoff,
--- answer, max_inbox, refuse_full, now, expires_at, priority, protocol, idempotency ttl, nfields,
--- then nfields (field, value) pairs of the message, then four values per target.
+-- answer, max_inbox, refuse_full, now, expires_at, priority, protocol, idempotency ttl, the rate
+-- charge (session, cost, rate, burst; the session '' for none), nfields, then nfields (field, value)
+-- pairs of the message, then four values per target.
 local mid, sender = ARGV[1], ARGV[2]
 local guard_r, guard_rev = ARGV[3], ARGV[4]
 local idem, cutoff, answer = ARGV[5], ARGV[6], ARGV[7]
 local max_inbox, refuse_full = tonumber(ARGV[8]), ARGV[9] == '1'
 local now, expires = ARGV[10], opt(ARGV[11])
 local priority, protocol, idem_ttl = tonumber(ARGV[12]), ARGV[13], ARGV[14]
-local nfields = tonumber(ARGV[15])
-local first_target = 16 + 2 * nfields
+local nfields = tonumber(ARGV[19])
+local first_target = 20 + 2 * nfields
 
 if redis.call('EXISTS', key('m', mid)) == 1 then
   -- A retry of a call whose answer was lost on the way: it is stored already.
@@ -39,7 +40,13 @@ end
 if #full > 0 and refuse_full then
   return {'full', {}, full}
 end
-store_message(mid, 16, nfields, #reached, now)
+if ARGV[15] ~= '' then
+  local charged = take_tokens(ARGV[15], ARGV[16], ARGV[17], ARGV[18], now)
+  if charged[1] == 0 then
+    return {'limited', charged[2], charged[3]}
+  end
+end
+store_message(mid, 20, nfields, #reached, now)
 if ikey then
   redis.call('HSET', ikey, 'at', now, 'answer', answer)
   redis.call('EXPIRE', ikey, idem_ttl)
