@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,6 +52,8 @@ from .presence import Presence
 
 INLINE_STEPS = 20_000  # about 10-20 ms of validation: what a payload may take on the event loop
 INLINE_SECONDS = 0.02
+# Protocol versions (their rows and compiled validators) kept in memory, the most recently used.
+CACHED_VERSIONS = 256
 
 
 def accepted_range(row: SessionRow, protocol: str) -> versions.VersionRange | None:
@@ -124,8 +127,9 @@ class Catalog:
         self.presence = presence
         self.clock = clock
         self.limits = limits
-        self._protocols: dict[tuple[str, str], ProtocolRow] = {}
-        self._validators = schemas.SchemaCache()
+        # Both bounded: an agent registering thousands of versions cannot grow the process with them.
+        self._protocols: OrderedDict[tuple[str, str], ProtocolRow] = OrderedDict()
+        self._validators = schemas.SchemaCache(CACHED_VERSIONS)
 
     async def register_protocol(
         self,
@@ -285,8 +289,11 @@ class Catalog:
 
     async def protocol(self, name: str, version: str) -> ProtocolRow:
         """A registered version (cached: versions are immutable), or UNKNOWN_PROTOCOL naming the others."""
-        row = self._protocols.get((name, version))
-        if row is None:
+        key = (name, version)
+        row = self._protocols.get(key)
+        if row is not None:
+            self._protocols.move_to_end(key)
+        else:
             row = await self.store.get_protocol(name, version)
             if row is None:
                 known = versions.sort_versions_desc(
@@ -297,7 +304,9 @@ class Catalog:
                         f"no protocol {name!r} {version}; registered versions: {', '.join(reversed(known))}"
                     )
                 raise UnknownProtocol(f"no protocol {name!r} is registered; register_protocol it first")
-            self._protocols[(name, version)] = row
+            self._protocols[key] = row
+            if len(self._protocols) > CACHED_VERSIONS:
+                self._protocols.popitem(last=False)
         return row
 
     async def check_payload(self, proto: ProtocolRow, payload: Any) -> str:

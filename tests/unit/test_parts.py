@@ -287,3 +287,27 @@ async def test_a_costly_payload_is_validated_off_the_event_loop(store: SqliteSto
     assert turns > 50  # the loop kept turning while the validation ran on a worker thread
     with pytest.raises(PayloadInvalid, match="its budget"):
         await a.catalog.check_payload(proto, [999] * 2000)  # past the whole budget: refused as before
+
+
+async def test_the_catalog_keeps_a_bounded_number_of_versions_in_memory(
+    store: SqliteStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mcp_broker.domain.catalog.CACHED_VERSIONS", 3)
+    a = Agent(store, clock)
+    reads: list[str] = []
+    get_protocol = store.get_protocol
+
+    async def counted(name: str, version: str) -> object:
+        reads.append(version)
+        return await get_protocol(name, version)
+
+    monkeypatch.setattr(store, "get_protocol", counted)
+    await a.sessions.connect("alice", SPEAKS)
+    for n in range(5):
+        await a.catalog.register_protocol("chat", f"1.{n}.0", {"type": "object"}, ["point_to_point"])
+    for n in (0, 1, 2, 0, 1, 2):
+        await a.catalog.protocol("chat", f"1.{n}.0")
+    assert reads == ["1.0.0", "1.1.0", "1.2.0"]  # cached after the first read
+    for n in (3, 4, 0):
+        await a.catalog.protocol("chat", f"1.{n}.0")
+    assert reads[3:] == ["1.3.0", "1.4.0", "1.0.0"]  # 1.0.0 was dropped for the newer ones
