@@ -6,6 +6,7 @@ Logging goes to stderr before anything else happens: stdout belongs to JSON-RPC 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -72,7 +73,12 @@ async def _serve(settings: config.Settings) -> None:
 
         async def serve() -> None:
             logging.getLogger(__name__).info("mcp-broker %s serving %s", __version__, settings.store)
-            await serve_stdio(build_server(broker))
+            server = build_server(broker)
+            # What start-up built (modules, schemas, the server) lives as long as the process: out of
+            # the collector's sight, a full collection no longer walks ~120,000 objects (about 30 ms
+            # here) while a call waits.
+            gc.freeze()
+            await serve_stdio(server)
             tg.cancel_scope.cancel()  # stdin closed: a clean exit
 
         tg.start_soon(stop_on_signal)
