@@ -15,9 +15,7 @@ from collections.abc import Sequence
 import anyio
 
 from . import __version__, config
-from .dashboard import cli as dashboard_cli
 from .errors import BrokerError
-from .ops import cli as ops_cli
 from .store import check_store_url
 
 
@@ -37,10 +35,12 @@ def _setup_logging(level: str) -> None:
     fastmcp_logger.setLevel(logging.NOTSET)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser(*, commands: bool = True, exit_on_error: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; without ``commands``, only serving and the demo (see ``needs_commands``)."""
     parser = argparse.ArgumentParser(
         prog="mcp-broker",
         description="A message broker for AI agents that speak MCP. Every setting also reads MCP_BROKER_<NAME>.",
+        exit_on_error=exit_on_error,
     )
     parser.add_argument("--version", action="version", version=f"mcp-broker {__version__}")
     config.add_arguments(parser)
@@ -50,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="spawn broker processes as three agents and print their conversation")
     config.add_arguments(demo, subcommand=True)
     demo.add_argument("--keep", action="store_true", help="keep the demo's database instead of deleting it")
+    if not commands:
+        return parser
+    from .dashboard import cli as dashboard_cli
+    from .ops import cli as ops_cli
     from .ops import people, reader
 
     ops_cli.add_subcommands(sub, open_inbox=reader.opened, read_sessions=reader.read_sessions)
@@ -85,8 +89,21 @@ async def _serve(settings: config.Settings) -> None:
         tg.start_soon(serve)
 
 
+def needs_commands(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` names more than serving or the demo. The people commands' parsers import the
+    dashboard, doctor and rich (about 0.1 s and several MB): a host spawning the server skips them."""
+    if "-h" in argv or "--help" in argv:
+        return True
+    try:
+        _, extras = build_parser(commands=False, exit_on_error=False).parse_known_args(argv)
+    except argparse.ArgumentError:
+        return True  # a command (or a mistake) the whole parser names, or refuses, properly
+    return bool(extras)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(commands=needs_commands(argv)).parse_args(argv)
     if getattr(args, "run", None) is not None:  # install, uninstall, doctor, hook: quick, no server
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
         sys.exit(args.run(args))

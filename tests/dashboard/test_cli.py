@@ -63,7 +63,7 @@ def test_a_port_out_of_range_is_refused(wired: list[Settings], capsys: pytest.Ca
 
 
 def test_the_dashboard_flags_parse() -> None:
-    args = cli._parser().parse_args(
+    args = cli.build_parser().parse_args(
         ["dashboard", "--host", "::1", "--port", "9000", "--open", "--allow-actions"]
     )
     assert (args.host, args.port, args.open, args.allow_actions, args.metrics_open) == (
@@ -73,7 +73,7 @@ def test_the_dashboard_flags_parse() -> None:
         True,
         False,
     )
-    defaults = cli._parser().parse_args(["dashboard"])
+    defaults = cli.build_parser().parse_args(["dashboard"])
     assert (defaults.host, defaults.port, defaults.allow_actions) == ("127.0.0.1", 8765, False)
 
 

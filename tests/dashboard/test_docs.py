@@ -30,7 +30,7 @@ def test_every_metric_is_in_the_readme() -> None:
 
 
 def test_every_dashboard_flag_is_in_the_readme() -> None:
-    subparsers = next(a for a in cli._parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    subparsers = next(a for a in cli.build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     dashboard = subparsers.choices["dashboard"]  # type: ignore[attr-defined]
     own = {"--host", "--port", "--open", "--allow-actions", "--metrics-open"}
     flags = {flag for action in dashboard._actions for flag in action.option_strings} & own
