@@ -182,6 +182,13 @@ class StoreBusy(BrokerError):
     code = "STORE_BUSY"
 
 
+class Overloaded(BrokerError):
+    """More writes than the store keeps up with: this one waited its turn and was refused early,
+    nothing stored. Retry after ``retry_after_seconds``, which the text and the error's data carry."""
+
+    code = "OVERLOADED"
+
+
 class StoreUnavailable(BrokerError):
     """The database cannot be opened or written (read-only, corrupt, disk full)."""
 

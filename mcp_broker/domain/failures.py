@@ -7,7 +7,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..errors import BrokerError, StoreBusy, StoreUnavailable
+from ..errors import BrokerError, Overloaded, StoreBusy, StoreUnavailable
+from ..store import contract
 from ..store.contract import Conflict, Retryable, StoreError, Unavailable
 
 T = TypeVar("T")
@@ -15,6 +16,8 @@ C = TypeVar("C", bound=type)
 
 
 def public(exc: StoreError) -> BrokerError:
+    if isinstance(exc, contract.Overloaded):
+        return Overloaded(str(exc), retry_after_seconds=exc.retry_after)
     if isinstance(exc, Retryable):
         return StoreBusy(str(exc))
     if isinstance(exc, Unavailable):

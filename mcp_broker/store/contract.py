@@ -70,6 +70,15 @@ class Retryable(StoreError):
     """The store is busy (locked by other writers); the same call may succeed shortly."""
 
 
+class Overloaded(Retryable):
+    """Past capacity: a write waited its whole turn behind other writers and was not made. Refused
+    early rather than after a long stall; ``retry_after`` is when trying again is worth it."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(StoreError):
     """The store cannot be reached or used (closed, unreadable, disk full, server down)."""
 

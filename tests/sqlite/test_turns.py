@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
-from mcp_broker.store.sqlite.turns import Turns
+import anyio
+import pytest
+
+from mcp_broker.errors import Overloaded
+from mcp_broker.store.sqlite.turns import Turns, turns_path
+
+CHAT_SCHEMA = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+CHAT = [{"name": "chat", "versions": ">=1.0,<2"}]
 
 
 def test_a_turn_is_waited_for_and_given_up_after_its_deadline(tmp_path: Path) -> None:
@@ -37,3 +45,28 @@ def test_a_quick_try_and_a_queued_wait_of_one_process_exclude_each_other(tmp_pat
         turns.give()
     finally:
         turns.close()
+
+
+@pytest.mark.anyio
+async def test_a_write_that_cannot_get_its_turn_is_refused_early_as_overloaded(
+    brokers: Any, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mcp_broker.store.sqlite.base.TURN_BUDGET", 0.3)
+    broker = await brokers()
+    await broker.catalog.register_protocol("chat", "1.0.0", CHAT_SCHEMA, ["point_to_point"])
+    await broker.sessions.connect("writer", CHAT)
+    other_writer = Turns(turns_path(db_path))  # another process's write, holding its turn
+    try:
+        assert other_writer.take(1.0)
+        with anyio.fail_after(10), pytest.raises(Overloaded) as refused:
+            await broker.messaging.send("writer", "chat", {"text": "past capacity"})
+        assert str(refused.value).startswith("OVERLOADED: ")
+        wait = refused.value.details["retry_after_seconds"]
+        assert 0.15 <= wait <= 0.45 and f"Retry in {wait:g} s" in str(refused.value)
+        other_writer.give()
+        sent = await broker.messaging.send("writer", "chat", {"text": "after"})  # its turn came
+        assert sent.status == "delivered"
+    finally:
+        other_writer.close()
+    got = await broker.inbox.receive(max_messages=10)
+    assert [m.payload for m in got.messages] == [{"text": "after"}]  # nothing of the refused one

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ...config import DEFAULT_NAMESPACE, NAMESPACE
-from ..contract import Retryable, Unavailable
+from ..contract import Overloaded, Retryable, Unavailable
 from . import _aiosqlite
 from .turns import Turns, turns_path
 
@@ -49,7 +49,7 @@ WAITING = "namespace = ns() AND state IN ('queued', 'leased') AND (expires_at IS
 DEPTH_SQL = f"SELECT count(*) FROM deliveries WHERE recipient_id = sessions.id AND {WAITING}"
 
 
-TURN_BUDGET = 2.0  # seconds a write waits in line for its turn before it is refused, early
+TURN_BUDGET = 1.0  # seconds a write waits in line for its turn before it is refused (OVERLOADED), early
 
 
 class _Busy(Exception):
@@ -262,9 +262,12 @@ class StoreBase:
         elif turns.take(min(self.busy_budget, TURN_BUDGET)):
             give = turns.give
         else:
-            raise Retryable(
-                f"the store is overloaded: this write waited {min(self.busy_budget, TURN_BUDGET):g} s for its turn "
-                "behind other writers. Retry in a second."
+            # Spread the retries of a crowd refused together, so they do not come back as one.
+            wait = round(TURN_BUDGET * (0.5 + random.random()), 2)
+            raise Overloaded(
+                f"the store is past capacity: this write waited {min(self.busy_budget, TURN_BUDGET):g} s for its "
+                f"turn behind other writers and was not made. Retry in {wait:g} s (retry_after_seconds).",
+                retry_after=wait,
             )
         try:
             return self._attempts(fn, *args, write=write, patient=patient, deferred=deferred)
