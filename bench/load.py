@@ -11,7 +11,7 @@ open loop: a slow broker cannot slow the offered load down, so queueing shows as
   message was delivered, divided by the messages delivered.
 * Idle: every process parked in ``receive(wait_seconds=30)`` with nothing to receive, in cores used.
 * Lost (a send answered but never delivered), duplicates (delivered twice), errors (``STORE_BUSY``
-  counted on its own).
+  and ``OVERLOADED``, the early refusal past capacity, counted on their own too).
 
 A sweep offers rising rates until p99 reaches 500 ms (or a message is lost or a call fails); the plan's
 case, 50 agents x 100 msg/s, is printed against its P50 / P95 / P99 targets.
@@ -47,6 +47,7 @@ class _Step:
     duplicates: int = 0
     errors: list[str] = field(default_factory=list)
     store_busy: int = 0
+    overloaded: int = 0
     last_arrival: float = 0.0
     lag: float = 0.0  # how late the benchmark's own loop sent, at worst
 
@@ -54,6 +55,8 @@ class _Step:
         self.errors.append(text)
         if "STORE_BUSY" in text:
             self.store_busy += 1
+        if "OVERLOADED" in text:
+            self.overloaded += 1
 
 
 class _Agents:
@@ -198,6 +201,7 @@ async def _step(
         "duplicates": step.duplicates,
         "errors": len(step.errors),
         "store_busy": step.store_busy,
+        "overloaded": step.overloaded,
         "error_samples": step.errors[:5],
         "client_lag_max_ms": step.lag * 1000,
         "client_cpu_cores": client_cpu / busy_for,
@@ -206,7 +210,7 @@ async def _step(
         f"{rate:g} msg/s: p50 {outcome['p50_ms']:.0f} / p95 {outcome['p95_ms']:.0f} / p99 "
         f"{outcome['p99_ms']:.0f} ms, {outcome['broker_cpu_ms_per_msg']:.2f} ms CPU/msg, "
         f"{outcome['broker_cpu_cores']:.2f} cores (client {outcome['client_cpu_cores']:.2f}), lost {outcome['lost']}, dup {step.duplicates}, "
-        f"errors {len(step.errors)} (STORE_BUSY {step.store_busy})"
+        f"errors {len(step.errors)} (STORE_BUSY {step.store_busy}, OVERLOADED {step.overloaded})"
     )
     return outcome
 
@@ -331,5 +335,6 @@ async def run_load(run: Run) -> None:
         "; ".join(worst["error_samples"])[:300],
     )
     run.figure("load.store_busy", sum(s["store_busy"] for s in steps), "")
+    run.figure("load.overloaded", sum(s["overloaded"] for s in steps), "", "refused early past capacity")
     progress("stopping the processes")
     await run.close(*processes)
