@@ -82,7 +82,7 @@ async def _serve(settings: config.Settings) -> None:
             # the collector's sight, a full collection no longer walks ~120,000 objects (about 30 ms
             # here) while a call waits.
             gc.freeze()
-            await serve_stdio(server)
+            await serve_stdio(server, after_first_answer=_load_the_rest)
             tg.cancel_scope.cancel()  # stdin closed: a clean exit
 
         tg.start_soon(stop_on_signal)
@@ -99,6 +99,18 @@ def needs_commands(argv: Sequence[str]) -> bool:
     except argparse.ArgumentError:
         return True  # a command (or a mistake) the whole parser names, or refuses, properly
     return bool(extras)
+
+
+def _load_the_rest() -> None:
+    """Import, on a thread, what serving deferred past the first answer (the JSON Schema engine), so
+    the first send does not wait for it."""
+    import threading
+
+    threading.Thread(target=_import_deferred, name="mcp-broker-imports", daemon=True).start()
+
+
+def _import_deferred() -> None:
+    from . import validation  # noqa: F401  (imported for its side effect: loaded)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

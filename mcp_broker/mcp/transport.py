@@ -15,7 +15,7 @@ import re
 import stat
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -205,23 +205,35 @@ def _claim_stdio() -> Iterator[tuple[BinaryIO, BinaryIO]]:
         os.dup2(wire_in, 0)
 
 
-async def serve_stdio(mcp: fastmcp.FastMCP, *, max_line_bytes: int = 16 * 1024 * 1024) -> None:
+async def serve_stdio(
+    mcp: fastmcp.FastMCP,
+    *,
+    max_line_bytes: int = 16 * 1024 * 1024,
+    after_first_answer: Callable[[], None] | None = None,
+) -> None:
     """Serve ``mcp`` over stdio until stdin reaches EOF; every request gets an answer.
 
     Like ``mcp.run_stdio_async(show_banner=False)``, but lines the MCP library
     cannot parse, and lines over ``max_line_bytes``, get JSON-RPC errors.
+    ``after_first_answer`` is called once the first answer is written (to load what can wait).
     """
     token = set_transport("stdio")
     try:
         # Claim the wire first so output during lifespan startup cannot reach stdout either.
         with _claim_stdio() as (stdin, stdout):
             async with lifespan(mcp):
-                await _serve(mcp, stdin, stdout, max_line_bytes)
+                await _serve(mcp, stdin, stdout, max_line_bytes, after_first_answer)
     finally:
         reset_transport(token)
 
 
-async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_line_bytes: int) -> None:
+async def _serve(
+    mcp: fastmcp.FastMCP,
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+    max_line_bytes: int,
+    after_first_answer: Callable[[], None] | None,
+) -> None:
     to_server, from_reader = context_streams(SessionMessage | Exception)
     to_wire, from_server = context_streams(SessionMessage)
     # Error replies share the server's write stream, so one writer orders all frames;
@@ -255,6 +267,7 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
                     await _send(to_server if kind == "message" else replies_to_wire, item)
 
     async def writer(scope: anyio.CancelScope) -> None:
+        first_answer = after_first_answer
         async with from_server:
             try:
                 async for session_message in from_server:
@@ -266,6 +279,9 @@ async def _serve(mcp: fastmcp.FastMCP, stdin: BinaryIO, stdout: BinaryIO, max_li
                         await anyio.to_thread.run_sync(_write_frame, stdout, frame, abandon_on_cancel=True)
                     if isinstance(message, types.JSONRPCResponse | types.JSONRPCError):
                         in_flight.discard(message.id)
+                        if first_answer is not None:
+                            first_answer()
+                            first_answer = None
             except OSError as exc:
                 # The client is gone: stop serving, so the lifespan teardown still runs.
                 logger.warning("stdout closed (%s); shutting down", exc)
