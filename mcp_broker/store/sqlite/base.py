@@ -49,7 +49,7 @@ WAITING = "namespace = ns() AND state IN ('queued', 'leased') AND (expires_at IS
 DEPTH_SQL = f"SELECT count(*) FROM deliveries WHERE recipient_id = sessions.id AND {WAITING}"
 
 
-TURN_BUDGET = 1.0  # seconds a write waits in line for its turn before it is refused (OVERLOADED), early
+TURN_BUDGET = 2.0  # seconds a write waits in line for its turn before it is refused (OVERLOADED), early
 
 
 class _Busy(Exception):
