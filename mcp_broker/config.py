@@ -42,7 +42,7 @@ class Settings:
     durability: Durability = "normal"
     stale_after: float = 30.0
     expire_after: float = 600.0
-    heartbeat_interval: float = 5.0
+    heartbeat_interval: float = 10.0  # three beats within stale_after; each beat is a write
     max_attempts: int = 5
     max_inbox: int = 1000
     max_payload_bytes: int = 256 * 1024
