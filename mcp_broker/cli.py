@@ -104,13 +104,15 @@ def needs_commands(argv: Sequence[str]) -> bool:
 def _load_the_rest() -> None:
     """Import, on a thread, what serving deferred past the first answer (the JSON Schema engine), so
     the first send does not wait for it."""
+    import importlib
     import threading
 
-    threading.Thread(target=_import_deferred, name="mcp-broker-imports", daemon=True).start()
-
-
-def _import_deferred() -> None:
-    from . import validation  # noqa: F401  (imported for its side effect: loaded)
+    threading.Thread(
+        target=importlib.import_module,
+        args=("mcp_broker.validation",),
+        name="mcp-broker-imports",
+        daemon=True,
+    ).start()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

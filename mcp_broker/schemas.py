@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mcp_broker.errors import InvalidArgument, TooLarge
+from mcp_broker.lru import Lru
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -134,23 +133,15 @@ class SchemaCache:
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
-        self._maxsize = maxsize
-        self._entries: OrderedDict[tuple[str, str], tuple[str, Validator]] = OrderedDict()
-        self._lock = threading.Lock()  # validation may run in worker threads
+        self._entries: Lru[tuple[str, str], tuple[str, Validator]] = Lru(maxsize)
 
     def get(self, key: tuple[str, str], schema_text: str) -> Validator:
         """The validator for ``key``, compiled from ``schema_text`` on first use."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] == schema_text:
-                self._entries.move_to_end(key)
-                return entry[1]
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == schema_text:
+            return entry[1]
         validator = compile_validator(schema_text)
-        with self._lock:
-            self._entries[key] = (schema_text, validator)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._maxsize:
-                self._entries.popitem(last=False)
+        self._entries.put(key, (schema_text, validator))
         return validator
 
     def __len__(self) -> int:

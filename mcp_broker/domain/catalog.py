@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from ..errors import (
     TransformFailed,
     UnknownProtocol,
 )
+from ..lru import Lru
 from ..models import (
     AdapterInfo,
     Capability,
@@ -128,7 +128,7 @@ class Catalog:
         self.clock = clock
         self.limits = limits
         # Both bounded: an agent registering thousands of versions cannot grow the process with them.
-        self._protocols: OrderedDict[tuple[str, str], ProtocolRow] = OrderedDict()
+        self._protocols: Lru[tuple[str, str], ProtocolRow] = Lru(CACHED_VERSIONS)
         self._validators = schemas.SchemaCache(CACHED_VERSIONS)
 
     async def register_protocol(
@@ -289,11 +289,8 @@ class Catalog:
 
     async def protocol(self, name: str, version: str) -> ProtocolRow:
         """A registered version (cached: versions are immutable), or UNKNOWN_PROTOCOL naming the others."""
-        key = (name, version)
-        row = self._protocols.get(key)
-        if row is not None:
-            self._protocols.move_to_end(key)
-        else:
+        row = self._protocols.get((name, version))
+        if row is None:
             row = await self.store.get_protocol(name, version)
             if row is None:
                 known = versions.sort_versions_desc(
@@ -304,9 +301,7 @@ class Catalog:
                         f"no protocol {name!r} {version}; registered versions: {', '.join(reversed(known))}"
                     )
                 raise UnknownProtocol(f"no protocol {name!r} is registered; register_protocol it first")
-            self._protocols[key] = row
-            if len(self._protocols) > CACHED_VERSIONS:
-                self._protocols.popitem(last=False)
+            self._protocols.put((name, version), row)
         return row
 
     async def check_payload(self, proto: ProtocolRow, payload: Any) -> str:

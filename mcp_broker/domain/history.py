@@ -102,8 +102,7 @@ class History:
         outcome = await self.store.enqueue(
             copy, [Target(r) for r in recipients], max_inbox=self.max_inbox, refuse_full=False, rate=toll
         )
-        if outcome.limited is not None:
-            raise self.limiter.refusal(outcome.limited)
+        self.limiter.refuse(outcome.limited)
         self.notifier.notify(outcome.delivered_to)
         names = []
         active = True

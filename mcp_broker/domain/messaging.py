@@ -150,8 +150,7 @@ class Messaging:
             raise Conflict(f"{to!r} kept reconnecting while the send was decided")
         if outcome.duplicate_result is not None:
             return SendResult.model_validate({**outcome.duplicate_result, "duplicate": True})
-        if outcome.limited is not None:
-            raise self.limiter.refusal(outcome.limited)
+        self.limiter.refuse(outcome.limited)
         if not outcome.stored:
             (_, depth), *_ = outcome.full
             raise InboxFull(
@@ -339,8 +338,7 @@ class Messaging:
             refuse_full=False,
             rate=self.limiter.toll(me, len(targets)),  # a broadcast costs one per recipient
         )
-        if outcome.limited is not None:
-            raise self.limiter.refusal(outcome.limited)
+        self.limiter.refuse(outcome.limited)
         for recipient_id, depth in outcome.full:
             row = snap.sessions[recipient_id]
             reason = f"inbox full ({depth} of {self.max_inbox})"

@@ -35,6 +35,11 @@ class RateLimiter:
             )
         return RateCharge(session_id, cost, self.rate, self.burst)
 
+    def refuse(self, refused: Charge | None) -> None:
+        """Raise RATE_LIMITED for a charge the store refused (``EnqueueOutcome.limited``), if any."""
+        if refused is not None:
+            raise self.refusal(refused)
+
     def refusal(self, charge: Charge) -> RateLimited:
         """RATE_LIMITED for a refused charge, saying when to retry (nothing was taken or stored)."""
         wait = round(charge.retry_after + 0.0005, 3)
