@@ -219,6 +219,21 @@ class SendResult(Value):
     )
 
 
+class SendManyEntry(Value):
+    index: int = Field(description="the item's place in messages, from 0")
+    ok: bool
+    result: SendResult | None = Field(default=None, description="as send answers, when ok")
+    code: str | None = Field(default=None, description="the refusal's code, when not ok")
+    error: str | None = Field(default=None, description="the refusal as send would give it")
+    retry_after_seconds: float | None = None
+
+
+class SendManyResult(Value):
+    sent: int
+    refused: int
+    results: list[SendManyEntry] = Field(description="one per item, in their order")
+
+
 class BroadcastFilter(BaseModel):
     """Who a broadcast goes to, beyond speaking the protocol: every condition given must hold."""
 

@@ -126,6 +126,19 @@ async def broker_process(db: Path | str, mode: str = "legacy", **settings: Any) 
         yield client
 
 
+def text_of(result: Any) -> str:
+    """The text of a tool's answer (a refusal's code and message)."""
+    return result.content[0].text if result.content else ""
+
+
+async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; its structured result."""
+    result = await client.call_tool(tool, arguments, raise_on_error=False)
+    assert not result.is_error, f"{tool}({arguments}) was refused: {text_of(result)}"
+    assert result.structured_content is not None, f"{tool} returned no structured content"
+    return result.structured_content
+
+
 @pytest.fixture
 def spawn(db_path: Path) -> Callable[..., Any]:
     """``async with spawn() as client``: one broker process on the test's database."""

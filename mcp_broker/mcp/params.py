@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..domain import checks
+from ..domain.batches import MAX_BATCH
 from ..versions import PROTOCOL_NAME_PATTERN, VERSION_PATTERN
 
 ProtocolName = Annotated[
@@ -94,3 +95,22 @@ DelaySeconds = Annotated[
         description="keep them hidden this long before redelivery",
     ),
 ]
+
+
+class OutgoingMessage(BaseModel):
+    """One message of a send_many: the arguments send takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    to: SessionRef
+    protocol: ProtocolName
+    payload: Payload
+    version: Version | None = None
+    correlation_id: TagText = None
+    reply_to: TagText = None
+    priority: PriorityName = "normal"
+    ttl_seconds: TtlSeconds = None
+    idempotency_key: TagText = None
+
+
+OutgoingMessages = Annotated[list[OutgoingMessage], Field(min_length=1, max_length=MAX_BATCH)]

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from ..domain import Broker
-from ..models import BroadcastFilter, BroadcastResult, ReplyResult, RequestResult, SendResult
+from ..domain import Broker, batches
+from ..models import BroadcastFilter, BroadcastResult, ReplyResult, RequestResult, SendManyResult, SendResult
 from .params import (
     MessageId,
+    OutgoingMessages,
     Payload,
     PriorityName,
     ProtocolName,
@@ -46,6 +47,14 @@ def register(tool: Any, broker: Broker) -> None:
         return await messaging.send(
             to, protocol, payload, version, correlation_id, reply_to, priority, ttl_seconds, idempotency_key
         )
+
+    @tool(title="Send many messages")
+    async def send_many(messages: OutgoingMessages) -> SendManyResult:
+        """Send up to 100 messages in one call, each as send would (for agents that are programs).
+
+        Each is answered on its own, in order: a refused one does not stop the rest, except a refusal
+        they would all meet (RATE_LIMITED, OVERLOADED, STORE_BUSY, STORE_UNAVAILABLE)."""
+        return await batches.send_many(messaging, [m.model_dump() for m in messages])
 
     @tool(title="Broadcast a message")
     async def broadcast(

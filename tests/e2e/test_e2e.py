@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import pytest
-from conftest import CORE_TOOLS, Spawn, broker_env, started
+from conftest import CORE_TOOLS, Spawn, broker_env, call, started, text_of
 from fastmcp import Client
 from mcp.shared.exceptions import MCPError
 
@@ -41,18 +41,6 @@ CHAT = [{"name": "chat", "versions": ">=1.0,<2"}]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def text_of(result: Any) -> str:
-    return result.content[0].text if result.content else ""
-
-
-async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
-    """Call a tool that must succeed; its structured result."""
-    result = await client.call_tool(tool, arguments, raise_on_error=False)
-    assert not result.is_error, f"{tool}({arguments}) was refused: {text_of(result)}"
-    assert result.structured_content is not None, f"{tool} returned no structured content"
-    return result.structured_content
 
 
 async def refusal(client: Client[Any], tool: str, arguments: dict[str, Any]) -> str:

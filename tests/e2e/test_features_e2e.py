@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import broker_process
+from conftest import broker_process, call, text_of
 from fastmcp import Client
 
 from mcp_broker.config import url_namespace
@@ -23,17 +23,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 LOG = {"type": "object", "properties": {"line": {"type": "string"}}, "required": ["line"]}
 SPEAKS = [{"name": "log", "versions": "^1.0"}]
-
-
-def text_of(result: Any) -> str:
-    return result.content[0].text if result.content else ""
-
-
-async def call(client: Client[Any], tool: str, **arguments: Any) -> dict[str, Any]:
-    result = await client.call_tool(tool, arguments, raise_on_error=False)
-    assert not result.is_error, f"{tool}({arguments}) was refused: {text_of(result)}"
-    assert result.structured_content is not None
-    return result.structured_content
 
 
 @dataclass(frozen=True)

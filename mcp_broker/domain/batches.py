@@ -1,0 +1,55 @@
+"""Many sends in one call, for agents that are programs: one tool call's overhead shared by up to
+``MAX_BATCH`` messages, each still its own send (validated, routed, stored and answered alone)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import BrokerError, InvalidArgument, Overloaded, RateLimited, StoreBusy, StoreUnavailable
+from ..models import SendManyEntry, SendManyResult
+from .messaging import Messaging
+
+MAX_BATCH = 100  # messages in one send_many
+
+# After one of these, the items behind it would meet the same refusal (after the same wait, for a
+# busy store): they are answered with it at once, not tried.
+_STOPS_THE_REST = (RateLimited, Overloaded, StoreBusy, StoreUnavailable)
+
+
+async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) -> SendManyResult:
+    """Send each item in order, as ``send`` would; one refused item does not stop the others, except
+    a refusal the rest would meet too (rate limit, busy or unreachable store).
+
+    Between one sender and one recipient the stored ones keep the items' order."""
+    messaging.binding.require()
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise InvalidArgument(f"give between 1 and {MAX_BATCH} messages")
+    entries: list[SendManyEntry] = []
+    stopped: BrokerError | None = None
+    for index, item in enumerate(items):
+        if stopped is not None:
+            entries.append(_refused(index, stopped, tried=False))
+            continue
+        try:
+            result = await messaging.send(**item)
+        except BrokerError as exc:
+            entries.append(_refused(index, exc, tried=True))
+            if isinstance(exc, _STOPS_THE_REST):
+                stopped = exc
+        else:
+            entries.append(SendManyEntry(index=index, ok=True, result=result))
+    sent = sum(entry.ok for entry in entries)
+    return SendManyResult(sent=sent, refused=len(entries) - sent, results=entries)
+
+
+def _refused(index: int, exc: BrokerError, *, tried: bool) -> SendManyEntry:
+    message = exc.message if tried else f"not tried: an earlier message was refused ({exc.message})"
+    retry = exc.details.get("retry_after_seconds")
+    return SendManyEntry(
+        index=index,
+        ok=False,
+        code=exc.code,
+        error=f"{exc.code}: {message}",
+        retry_after_seconds=retry if isinstance(retry, int | float) else None,
+    )
