@@ -1,9 +1,10 @@
 """2. Send throughput over stdio, beside MCP ping round trips on the same connection.
 
-Calls are sequential (one in flight), as a model calls tools. Blocks of sends, pings and calls of a
-no-op tool with send's signature and result (``bench.baseline_server``) take turns, in a rotating
-order, so a noisy neighbour hits all alike. A second process drains the recipient's inbox between
-rounds, outside the timed spans.
+Calls are sequential (one in flight), as a model calls tools. Blocks of sends, pings, calls of a
+no-op tool with send's signature and result (``bench.baseline_server``) and the same messages as
+``send_many`` calls of up to ``BATCH`` take turns, in a rotating order, so a noisy neighbour hits all
+alike. The sender's CPU (all threads) is read around each block. A second process drains the
+recipient's inbox between rounds, outside the timed spans.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import asyncio
 import sys
 import time
 
+from . import procfs
 from .common import PROTOCOL, Progress, Run, drain, payload, session
+
+BATCH = 50  # messages per send_many call
 
 
 async def run_throughput(run: Run) -> None:
@@ -26,7 +30,10 @@ async def run_throughput(run: Run) -> None:
     )
     await session(sender, "tp-sender", register=True)
     await session(sink, "tp-sink")
-    progress(f"{rounds} rounds of {block} sends, {block} pings and {block} no-op tool calls, rotating")
+    progress(
+        f"{rounds} rounds of {block} sends, {block} pings, {block} no-op tool calls and {block} messages "
+        f"in send_many calls of {min(BATCH, block)}, rotating"
+    )
 
     async def sends(start: int) -> float:
         t0 = time.perf_counter()
@@ -46,24 +53,37 @@ async def run_throughput(run: Run) -> None:
             await sender.call("noop_send", {"to": "tp-sink", "protocol": PROTOCOL, "payload": payload(n)})
         return time.perf_counter() - t0
 
-    kinds = {"send": sends, "ping": pings, "noop": noops}
+    async def batches(start: int) -> float:
+        t0 = time.perf_counter()
+        for low in range(start, start + block, BATCH):
+            numbers = range(low, min(low + BATCH, start + block))
+            items = [{"to": "tp-sink", "protocol": PROTOCOL, "payload": payload(n)} for n in numbers]
+            answer, _ = await sender.call("send_many", {"messages": items})
+            if answer["sent"] != len(items):
+                raise RuntimeError(f"send_many refused {answer['refused']} of {len(items)} messages")
+        return time.perf_counter() - t0
+
+    kinds = {"send": sends, "ping": pings, "noop": noops, "send_many": batches}
     for measure in kinds.values():  # warm up
         await measure(-block)
-    await drain(sink)
+        await drain(sink)
     spent = dict.fromkeys(kinds, 0.0)
+    cpu = dict.fromkeys(kinds, 0.0)
     ratios = []
     for r in range(rounds):
         took = {}
-        for kind in [*kinds][r % 3 :] + [*kinds][: r % 3]:
+        for kind in [*kinds][r % len(kinds) :] + [*kinds][: r % len(kinds)]:
+            before = procfs.cpu_seconds(sender.pid)
             took[kind] = await kinds[kind](r * block)
+            cpu[kind] += procfs.cpu_seconds(sender.pid) - before
             spent[kind] += took[kind]
+            if kind in ("send", "send_many") and await drain(sink) != block:
+                raise RuntimeError(f"the sink did not receive every message of the {kind} block")
         ratios.append(took["ping"] / took["send"])
-        if await drain(sink) != block:
-            raise RuntimeError("the sink did not receive every message of the block")
     await run.close(sender, sink)
 
     total = rounds * block
-    send_rate, ping_rate, noop_rate = (total / spent[kind] for kind in kinds)
+    send_rate, ping_rate, noop_rate, batch_rate = (total / spent[kind] for kind in kinds)
     ratios.sort()
     run.details["throughput"] = {
         "calls_per_kind": total,
@@ -84,3 +104,17 @@ async def run_throughput(run: Run) -> None:
     run.figure(
         "throughput.noop_per_ping", noop_rate / ping_rate, "", "what FastMCP's path around a tool leaves"
     )
+    run.figure(
+        "throughput.send_many_msgs_per_s",
+        batch_rate,
+        "msg/s",
+        f"the same messages in send_many calls of {min(BATCH, block)}, same connection",
+    )
+    run.figure("throughput.send_many_per_send", batch_rate / send_rate, "", "messages/s, send_many over send")
+    for kind in ("send", "send_many"):
+        run.figure(
+            f"throughput.{kind}_cpu_ms_per_msg",
+            cpu[kind] / total * 1000,
+            "ms",
+            "the sending broker's CPU (all threads) per message stored",
+        )
