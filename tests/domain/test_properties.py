@@ -527,6 +527,17 @@ def tool_params(h: Harness) -> dict[str, tuple[Params, set[str]]]:
     forged = st.sampled_from(h.ids["cursors"])
     cursors = st.one_of(forged, forged, st.sampled_from(CURSORS), odd_text)
     streams = st.one_of(st.sampled_from(h.ids["streams"]), st.uuids().map(str), odd_text)
+    send_fields = {
+        "to": sessions,
+        "protocol": protocols,
+        "payload": payloads,
+        "version": versions,
+        "correlation_id": odd_text,
+        "reply_to": odd_text,
+        "priority": priorities,
+        "ttl_seconds": st.floats(1, 2_592_000),
+        "idempotency_key": odd_text,
+    }
     return {
         "register_protocol": (
             {
@@ -579,19 +590,18 @@ def tool_params(h: Harness) -> dict[str, tuple[Params, set[str]]]:
         ),
         "list_sessions": ({"status": statuses, "protocol": protocols, "feature": odd_text}, set()),
         "negotiate": ({"peer": sessions, "required_protocols": st.lists(protocols, max_size=3)}, {"peer"}),
-        "send": (
+        "send": (send_fields, {"to", "protocol", "payload"}),
+        "send_many": (
             {
-                "to": sessions,
-                "protocol": protocols,
-                "payload": payloads,
-                "version": versions,
-                "correlation_id": odd_text,
-                "reply_to": odd_text,
-                "priority": priorities,
-                "ttl_seconds": st.floats(1, 2_592_000),
-                "idempotency_key": odd_text,
+                "messages": st.lists(
+                    st.fixed_dictionaries(
+                        {k: send_fields[k] for k in ("to", "protocol", "payload")},
+                        optional={k: v for k, v in send_fields.items() if k not in ("to", "protocol", "payload")},
+                    ),
+                    max_size=4,
+                )
             },
-            {"to", "protocol", "payload"},
+            {"messages"},
         ),
         "broadcast": (
             {
@@ -733,6 +743,12 @@ def baselines(h: Harness) -> dict[str, dict[str, Any]]:
             "correlation_id": "c",
             "reply_to": "r",
             "idempotency_key": "k",
+        },
+        "send_many": {
+            "messages": [
+                {"to": "peer", "protocol": "open", "payload": {"text": "one"}, "priority": "low"},
+                {"to": "peer", "protocol": "open", "payload": {"text": "two"}, "idempotency_key": "m"},
+            ]
         },
         "broadcast": {
             "protocol": "open",
@@ -884,6 +900,7 @@ TOOLS = [
     "list_sessions",
     "negotiate",
     "send",
+    "send_many",
     "broadcast",
     "receive",
     "ack",
@@ -912,7 +929,7 @@ def test_every_tool_is_covered(h: Harness) -> None:
 
 
 # Tools with many or free-form (JSON) parameters get more examples.
-RICH = {"register_protocol", "register_adapter", "connect", "send", "broadcast", "request", "reply"}
+RICH = {"register_protocol", "register_adapter", "connect", "send", "send_many", "broadcast", "request", "reply"}
 
 
 @pytest.mark.parametrize("tool", TOOLS)
