@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio.lowlevel
+
 from ..errors import BrokerError, InvalidArgument, Overloaded, RateLimited, StoreBusy, StoreUnavailable
 from ..models import SendManyEntry, SendManyResult
 from .messaging import Messaging
@@ -31,6 +33,9 @@ async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) ->
         if stopped is not None:
             entries.append(_refused(index, stopped, tried=False))
             continue
+        # A send that finds the store free runs without giving the event loop a turn; between two
+        # of them the loop serves what else arrived (a ping, another call), so a batch never holds it.
+        await anyio.lowlevel.checkpoint()
         try:
             result = await messaging.send(**item)
         except BrokerError as exc:

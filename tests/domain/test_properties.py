@@ -929,7 +929,16 @@ def test_every_tool_is_covered(h: Harness) -> None:
 
 
 # Tools with many or free-form (JSON) parameters get more examples.
-RICH = {"register_protocol", "register_adapter", "connect", "send", "send_many", "broadcast", "request", "reply"}
+RICH = {
+    "register_protocol",
+    "register_adapter",
+    "connect",
+    "send",
+    "send_many",
+    "broadcast",
+    "request",
+    "reply",
+}
 
 
 @pytest.mark.parametrize("tool", TOOLS)

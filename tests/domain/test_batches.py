@@ -1,0 +1,54 @@
+"""send_many in the domain: the event loop gets a turn between its sends."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from mcp_broker.domain import Broker, batches
+from mcp_broker.errors import InvalidArgument, NotConnected
+
+pytestmark = pytest.mark.anyio
+BrokerFactory = Callable[..., Awaitable[Broker]]
+SCHEMA: dict[str, Any] = {"type": "object", "properties": {"n": {"type": "integer"}}}
+SPEAKS = [{"name": "chat", "versions": "^1.0"}]
+
+
+async def test_other_work_runs_between_the_sends_of_a_batch(brokers: BrokerFactory) -> None:
+    a, b = await brokers(), await brokers()
+    await a.catalog.register_protocol("chat", "1.0.0", SCHEMA, ["point_to_point"], None)
+    await a.sessions.connect("alice", SPEAKS)
+    await b.sessions.connect("bob", SPEAKS)
+    items = [{"to": "bob", "protocol": "chat", "payload": {"n": n}} for n in range(50)]
+    turns = 0
+    running = True
+
+    async def other_work() -> None:  # stands for a ping or another call on the same loop
+        nonlocal turns
+        while running:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_work)
+        await anyio.lowlevel.checkpoint()
+        before = turns
+        result = await batches.send_many(a.messaging, items)
+        during = turns - before
+        running = False
+    assert result.sent == 50
+    assert during >= len(items)  # at least one turn before each send (a store that was free yields none)
+
+
+async def test_a_batch_needs_a_session_and_one_to_a_hundred_messages(brokers: BrokerFactory) -> None:
+    a = await brokers()
+    with pytest.raises(NotConnected):
+        await batches.send_many(a.messaging, [{"to": "bob", "protocol": "chat", "payload": {}}])
+    await a.sessions.connect("alice", SPEAKS)
+    for count in (0, batches.MAX_BATCH + 1):
+        with pytest.raises(InvalidArgument, match="between 1 and 100"):
+            await batches.send_many(a.messaging, [{"to": "bob", "protocol": "chat", "payload": {}}] * count)
