@@ -90,6 +90,8 @@ def _lean(prop: Any) -> Any:
         outer = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
         if len(rest) == 1 and isinstance(rest[0], dict) and isinstance(rest[0].get("type"), str):
             prop = {**rest[0], **outer, "type": [rest[0]["type"], "null"]}
+            if isinstance(prop.get("enum"), list):  # an enum without null would refuse what is taken
+                prop["enum"] = [*prop["enum"], None]
         else:
             prop = {**outer, "anyOf": [*rest, _NULL]}
         return _lean(prop)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from conftest import CORE_TOOLS
 from fastmcp import Client
@@ -95,6 +96,16 @@ def test_lean_schema_folds_null_options_and_drops_default_true() -> None:
     assert lean["properties"]["c"] == schema["properties"]["c"]  # a real default stays
     assert lean["properties"]["d"] == {"type": "object"}
     assert lean["$defs"]["M"]["properties"]["x"] == {"type": ["string", "null"]}
+
+
+def test_an_optional_enum_keeps_null_among_its_values() -> None:
+    """An enum lists every accepted value: folded to a type list, null must join it (found by the long fuzz run)."""
+    prop = {"anyOf": [{"enum": ["a", "b"], "type": "string"}, {"type": "null"}], "default": None}
+    lean = lean_schema({"type": "object", "properties": {"s": prop}})["properties"]["s"]
+    assert lean == {"enum": ["a", "b", None], "type": ["string", "null"]}
+    validator = jsonschema.Draft202012Validator(lean)
+    assert validator.is_valid(None) and validator.is_valid("a")
+    assert not validator.is_valid("c") and not validator.is_valid(1)
 
 
 async def test_null_for_an_optional_argument_still_works(broker: Broker) -> None:
