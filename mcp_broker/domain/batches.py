@@ -8,8 +8,11 @@ from typing import Any
 
 import anyio.lowlevel
 
+from .. import versions
 from ..errors import BrokerError, InvalidArgument, Overloaded, RateLimited, StoreBusy, StoreUnavailable
 from ..models import SendManyEntry, SendManyResult
+from ..store.contract import Retryable, Snapshot, SnapshotQuery, Unavailable
+from .checks import check_ref, is_session_id
 from .messaging import Messaging
 
 MAX_BATCH = 100  # messages in one send_many
@@ -27,6 +30,9 @@ async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) ->
     messaging.binding.require()
     if not 1 <= len(items) <= MAX_BATCH:
         raise InvalidArgument(f"give between 1 and {MAX_BATCH} messages")
+    # One read for the whole batch: recipients, versions, adapters and agreements (a send whose
+    # recipient reconnected meanwhile reads again, as send does).
+    snapshot = await _snapshot_for(messaging, [(str(i.get("to")), str(i.get("protocol"))) for i in items])
     entries: list[SendManyEntry] = []
     stopped: BrokerError | None = None
     for index, item in enumerate(items):
@@ -37,7 +43,7 @@ async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) ->
         # of them the loop serves what else arrived (a ping, another call), so a batch never holds it.
         await anyio.lowlevel.checkpoint()
         try:
-            result = await messaging.send(**item)
+            result = await messaging.send(**item, snapshot=snapshot)
         except BrokerError as exc:
             entries.append(_refused(index, exc, tried=True))
             if isinstance(exc, _STOPS_THE_REST):
@@ -46,6 +52,31 @@ async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) ->
             entries.append(SendManyEntry(index=index, ok=True, result=result))
     sent = sum(entry.ok for entry in entries)
     return SendManyResult(sent=sent, refused=len(entries) - sent, results=entries)
+
+
+async def _snapshot_for(messaging: Messaging, sends: Sequence[tuple[str, str]]) -> Snapshot | None:
+    """One snapshot for several sends ``(to, protocol)`` of the bound session, in one store call; None
+    when the store cannot answer it whole (each send then reads its own, and answers for itself)."""
+    refs: dict[str, bool] = {}
+    protocols: set[str] = set()
+    for to, protocol in sends:
+        try:
+            check_ref(to)
+            versions.check_protocol_name(protocol)
+        except BrokerError:
+            continue  # that send refuses itself
+        refs[to] = is_session_id(to)
+        protocols.add(protocol)
+    if not refs:
+        return None
+    me = messaging.binding.require()
+    query = SnapshotQuery(
+        session_ids=[me], session_refs=list(refs.items()), protocols=sorted(protocols), agreed_by=me
+    )
+    try:
+        return await messaging.store.snapshot(query)
+    except (Unavailable, Retryable):  # e.g. an outage whose mirror lacks one of the recipients
+        return None
 
 
 def _refused(index: int, exc: BrokerError, *, tried: bool) -> SendManyEntry:

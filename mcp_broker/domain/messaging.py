@@ -110,7 +110,9 @@ class Messaging:
         idempotency_key: str | None = None,
         *,
         kind: str = "message",
+        snapshot: Snapshot | None = None,
     ) -> SendResult:
+        """``snapshot``: one read shared by several sends (``batches.send_many``); a retry reads afresh."""
         # Long on purpose: the retry loop around one guarded write reads best whole.
         me = self.binding.require()
         check_ref(to)
@@ -129,7 +131,8 @@ class Messaging:
         )
         toll = self.limiter.toll(me)
         for _ in range(SEND_TRIES):
-            snap = await self.store.snapshot(query)
+            snap = snapshot if snapshot is not None else await self.store.snapshot(query)
+            snapshot = None
             decided = await self._decide(snap, me, to, protocol, payload, version, ttl_seconds, options)
             try:
                 outcome = await self.store.enqueue(

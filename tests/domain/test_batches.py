@@ -1,4 +1,4 @@
-"""send_many in the domain: the event loop gets a turn between its sends."""
+"""send_many in the domain: one snapshot for the batch, and the event loop gets a turn between its sends."""
 
 from __future__ import annotations
 
@@ -52,3 +52,36 @@ async def test_a_batch_needs_a_session_and_one_to_a_hundred_messages(brokers: Br
     for count in (0, batches.MAX_BATCH + 1):
         with pytest.raises(InvalidArgument, match="between 1 and 100"):
             await batches.send_many(a.messaging, [{"to": "bob", "protocol": "chat", "payload": {}}] * count)
+
+
+async def test_a_batch_reads_one_snapshot_for_all_its_sends(
+    brokers: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c = await brokers(), await brokers(), await brokers()
+    await a.catalog.register_protocol("chat", "1.0.0", SCHEMA, ["point_to_point"], None)
+    await a.sessions.connect("alice", SPEAKS)
+    await b.sessions.connect("bob", SPEAKS)
+    await c.sessions.connect("carol", SPEAKS)
+    reads: list[Any] = []
+    real = a.messaging.store.snapshot
+
+    async def counted(query: Any) -> Any:
+        reads.append(query)
+        snap = await real(query)
+        if len(reads) == 1:  # bob reconnects right after the batch's read
+            await b.sessions.disconnect()
+            await b.sessions.connect("bob", SPEAKS)
+        return snap
+
+    monkeypatch.setattr(a.messaging.store, "snapshot", counted)
+    items = [
+        {"to": to, "protocol": "chat", "payload": {"n": n}} for n in range(10) for to in ("bob", "carol")
+    ]
+    result = await batches.send_many(a.messaging, items)
+    assert result.sent == 20
+    # One read for the batch; each send to bob, decided on it, found him reconnected and read again
+    # for itself (as a lone send would); the sends to carol needed nothing more.
+    assert sorted(reads[0].session_refs) == [("bob", False), ("carol", False)]
+    assert [q.session_refs for q in reads[1:]] == [[("bob", False)]] * 10
+    got = await b.inbox.receive(max_messages=100)
+    assert [m.payload["n"] for m in got.messages] == list(range(10))
