@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,10 @@ from .checks import check_ref, is_session_id
 from .messaging import Messaging
 
 MAX_BATCH = 100  # messages in one send_many
+# A batch's read serves its sends this long at most: a long batch (writers queued for their turns)
+# reads again, so the statuses it answers (delivered or queued) are as fresh as a lone send's, give or
+# take this.
+SNAPSHOT_SECONDS = 1.0
 
 # After one of these, the items behind it would meet the same refusal (after the same wait, for a
 # busy store): they are answered with it at once, not tried.
@@ -32,7 +37,8 @@ async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) ->
         raise InvalidArgument(f"give between 1 and {MAX_BATCH} messages")
     # One read for the whole batch: recipients, versions, adapters and agreements (a send whose
     # recipient reconnected meanwhile reads again, as send does).
-    snapshot = await _snapshot_for(messaging, [(str(i.get("to")), str(i.get("protocol"))) for i in items])
+    sends = [(str(i.get("to")), str(i.get("protocol"))) for i in items]
+    snapshot, read_at = await _snapshot_for(messaging, sends), time.monotonic()
     entries: list[SendManyEntry] = []
     stopped: BrokerError | None = None
     for index, item in enumerate(items):
@@ -42,6 +48,8 @@ async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) ->
         # A send that finds the store free runs without giving the event loop a turn; between two
         # of them the loop serves what else arrived (a ping, another call), so a batch never holds it.
         await anyio.lowlevel.checkpoint()
+        if snapshot is not None and time.monotonic() - read_at > SNAPSHOT_SECONDS:
+            snapshot, read_at = await _snapshot_for(messaging, sends[index:]), time.monotonic()
         try:
             result = await messaging.send(**item, snapshot=snapshot)
         except BrokerError as exc:

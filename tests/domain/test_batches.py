@@ -85,3 +85,24 @@ async def test_a_batch_reads_one_snapshot_for_all_its_sends(
     assert [q.session_refs for q in reads[1:]] == [[("bob", False)]] * 10
     got = await b.inbox.receive(max_messages=100)
     assert [m.payload["n"] for m in got.messages] == list(range(10))
+
+
+async def test_a_batch_that_outlives_its_read_reads_again(
+    brokers: BrokerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await brokers(), await brokers()
+    await a.catalog.register_protocol("chat", "1.0.0", SCHEMA, ["point_to_point"], None)
+    await a.sessions.connect("alice", SPEAKS)
+    await b.sessions.connect("bob", SPEAKS)
+    reads: list[Any] = []
+    real = a.messaging.store.snapshot
+
+    async def counted(query: Any) -> Any:
+        reads.append(query)
+        return await real(query)
+
+    monkeypatch.setattr(a.messaging.store, "snapshot", counted)
+    monkeypatch.setattr(batches, "SNAPSHOT_SECONDS", -1.0)  # every read is already too old
+    result = await batches.send_many(a.messaging, [{"to": "bob", "protocol": "chat", "payload": {}}] * 5)
+    assert result.sent == 5
+    assert len(reads) == 1 + 5  # the batch's read, then a fresh one before each send
