@@ -18,11 +18,35 @@ SCHEMA: dict[str, Any] = {"type": "object", "properties": {"n": {"type": "intege
 SPEAKS = [{"name": "chat", "versions": "^1.0"}]
 
 
+async def _sessions(brokers: BrokerFactory, *names: str) -> list[Broker]:
+    """One broker per name, each connected as it; the first registers the protocol."""
+    parts = [await brokers() for _ in names]
+    await parts[0].catalog.register_protocol("chat", "1.0.0", SCHEMA, ["point_to_point"], None)
+    for part, name in zip(parts, names, strict=True):
+        await part.sessions.connect(name, SPEAKS)
+    return parts
+
+
+def _count_reads(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch, after_first: Callable[[], Awaitable[None]] | None = None
+) -> list[Any]:
+    """The snapshot queries ``broker``'s sends make from now on; ``after_first`` runs once the first is read."""
+    reads: list[Any] = []
+    real = broker.messaging.store.snapshot
+
+    async def counted(query: Any) -> Any:
+        reads.append(query)
+        snap = await real(query)
+        if after_first is not None and len(reads) == 1:
+            await after_first()
+        return snap
+
+    monkeypatch.setattr(broker.messaging.store, "snapshot", counted)
+    return reads
+
+
 async def test_other_work_runs_between_the_sends_of_a_batch(brokers: BrokerFactory) -> None:
-    a, b = await brokers(), await brokers()
-    await a.catalog.register_protocol("chat", "1.0.0", SCHEMA, ["point_to_point"], None)
-    await a.sessions.connect("alice", SPEAKS)
-    await b.sessions.connect("bob", SPEAKS)
+    a, _ = await _sessions(brokers, "alice", "bob")
     items = [{"to": "bob", "protocol": "chat", "payload": {"n": n}} for n in range(50)]
     turns = 0
     running = True
@@ -57,23 +81,13 @@ async def test_a_batch_needs_a_session_and_one_to_a_hundred_messages(brokers: Br
 async def test_a_batch_reads_one_snapshot_for_all_its_sends(
     brokers: BrokerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, b, c = await brokers(), await brokers(), await brokers()
-    await a.catalog.register_protocol("chat", "1.0.0", SCHEMA, ["point_to_point"], None)
-    await a.sessions.connect("alice", SPEAKS)
-    await b.sessions.connect("bob", SPEAKS)
-    await c.sessions.connect("carol", SPEAKS)
-    reads: list[Any] = []
-    real = a.messaging.store.snapshot
+    a, b, _ = await _sessions(brokers, "alice", "bob", "carol")
 
-    async def counted(query: Any) -> Any:
-        reads.append(query)
-        snap = await real(query)
-        if len(reads) == 1:  # bob reconnects right after the batch's read
-            await b.sessions.disconnect()
-            await b.sessions.connect("bob", SPEAKS)
-        return snap
+    async def bob_reconnects() -> None:  # right after the batch's read
+        await b.sessions.disconnect()
+        await b.sessions.connect("bob", SPEAKS)
 
-    monkeypatch.setattr(a.messaging.store, "snapshot", counted)
+    reads = _count_reads(a, monkeypatch, after_first=bob_reconnects)
     items = [
         {"to": to, "protocol": "chat", "payload": {"n": n}} for n in range(10) for to in ("bob", "carol")
     ]
@@ -90,18 +104,8 @@ async def test_a_batch_reads_one_snapshot_for_all_its_sends(
 async def test_a_batch_that_outlives_its_read_reads_again(
     brokers: BrokerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    a, b = await brokers(), await brokers()
-    await a.catalog.register_protocol("chat", "1.0.0", SCHEMA, ["point_to_point"], None)
-    await a.sessions.connect("alice", SPEAKS)
-    await b.sessions.connect("bob", SPEAKS)
-    reads: list[Any] = []
-    real = a.messaging.store.snapshot
-
-    async def counted(query: Any) -> Any:
-        reads.append(query)
-        return await real(query)
-
-    monkeypatch.setattr(a.messaging.store, "snapshot", counted)
+    a, _ = await _sessions(brokers, "alice", "bob")
+    reads = _count_reads(a, monkeypatch)
     monkeypatch.setattr(batches, "SNAPSHOT_SECONDS", -1.0)  # every read is already too old
     result = await batches.send_many(a.messaging, [{"to": "bob", "protocol": "chat", "payload": {}}] * 5)
     assert result.sent == 5
