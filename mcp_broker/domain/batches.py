@@ -12,9 +12,9 @@ import anyio.lowlevel
 from .. import versions
 from ..errors import BrokerError, InvalidArgument, Overloaded, RateLimited, StoreBusy, StoreUnavailable
 from ..models import SendManyEntry, SendManyResult
-from ..store.contract import Retryable, Snapshot, SnapshotQuery, Unavailable
-from .checks import check_ref, is_session_id
-from .messaging import Messaging
+from ..store.contract import Retryable, Snapshot, Unavailable
+from .checks import check_ref
+from .messaging import Messaging, send_query
 
 MAX_BATCH = 100  # messages in one send_many
 # A batch's read serves its sends this long at most: a long batch (writers queued for their turns)
@@ -65,22 +65,17 @@ async def send_many(messaging: Messaging, items: Sequence[Mapping[str, Any]]) ->
 async def _snapshot_for(messaging: Messaging, sends: Sequence[tuple[str, str]]) -> Snapshot | None:
     """One snapshot for several sends ``(to, protocol)`` of the bound session, in one store call; None
     when the store cannot answer it whole (each send then reads its own, and answers for itself)."""
-    refs: dict[str, bool] = {}
-    protocols: set[str] = set()
+    valid: list[tuple[str, str]] = []
     for to, protocol in sends:
         try:
             check_ref(to)
             versions.check_protocol_name(protocol)
         except BrokerError:
             continue  # that send refuses itself
-        refs[to] = is_session_id(to)
-        protocols.add(protocol)
-    if not refs:
+        valid.append((to, protocol))
+    if not valid:
         return None
-    me = messaging.binding.require()
-    query = SnapshotQuery(
-        session_ids=[me], session_refs=list(refs.items()), protocols=sorted(protocols), agreed_by=me
-    )
+    query = send_query(messaging.binding.require(), valid)
     try:
         return await messaging.store.snapshot(query)
     except (Unavailable, Retryable):  # e.g. an outage whose mirror lacks one of the recipients

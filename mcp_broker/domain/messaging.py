@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,14 @@ from .rates import RateLimiter
 from .sessions import Sessions, unknown_session
 
 SEND_TRIES = 5  # a recipient that keeps reconnecting while we decide
+
+
+def send_query(me: str, sends: Sequence[tuple[str, str]]) -> SnapshotQuery:
+    """What deciding sends ``(to, protocol)`` by ``me`` reads: the sender, each recipient by its
+    reference, the protocols' versions and adapters, and what ``me`` agreed with its peers."""
+    refs = dict.fromkeys((to, is_session_id(to)) for to, _ in sends)
+    protocols = dict.fromkeys(protocol for _, protocol in sends)
+    return SnapshotQuery(session_ids=[me], session_refs=list(refs), protocols=list(protocols), agreed_by=me)
 
 
 @dataclass(frozen=True)
@@ -119,9 +127,7 @@ class Messaging:
         versions.check_protocol_name(protocol)
         if version is not None:
             versions.parse_version(version)
-        query = SnapshotQuery(
-            session_ids=[me], session_refs=[(to, is_session_id(to))], protocols=[protocol], agreed_by=me
-        )
+        query = send_query(me, [(to, protocol)])
         options = dict(
             correlation_id=optional_text(correlation_id, "correlation_id"),
             reply_to=optional_text(reply_to, "reply_to"),
