@@ -33,5 +33,9 @@ class Lru(Generic[K, V]):
             while len(self._entries) > self._maxsize:
                 self._entries.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -314,6 +314,9 @@ class SnapshotQuery:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """What ``Store.snapshot`` read. A store may hand the same snapshot to several calls while
+    nothing in it changes, so its dicts and rows are shared: never change them."""
+
     sessions: dict[str, SessionRow]  # by id
     refs: dict[str, str]  # ref -> session id, for the refs that resolved
     versions: dict[str, dict[str, list[str]]]  # protocol -> version -> capabilities

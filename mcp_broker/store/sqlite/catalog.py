@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ...lru import Lru
 from ..contract import (
     AdapterRow,
     Added,
@@ -25,8 +26,17 @@ from .rows import adapter_row, protocol_row, session_row
 SESSION_WITH_DEPTH = f"SELECT *, ({DEPTH_SQL}) AS queue_depth FROM sessions WHERE namespace = ns()"
 
 
+SNAPSHOTS_KEPT = 256  # decision snapshots a process keeps for reuse (see 008_generation.sql)
+
+
 class Catalog(StoreBase):
     """Protocols and adapters, sessions, and agreements between them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The snapshots read at ``_generation``: any change to what they hold moves the counter on.
+        self._snapshots: Lru[tuple[Any, ...], Snapshot] = Lru(SNAPSHOTS_KEPT)
+        self._generation: int | None = None
 
     async def add_protocol(self, row: ProtocolRow, *, max_versions: int | None = None) -> Added:
         def run(db: sqlite3.Connection) -> Added:
@@ -125,7 +135,25 @@ class Catalog(StoreBase):
         return await self._tx(run, write=False)
 
     async def snapshot(self, query: SnapshotQuery) -> Snapshot:
-        return await self._tx(read_snapshot, query, write=False)
+        if query.all_sessions:  # carries queue depths, which no counter follows
+            return await self._tx(read_snapshot, query, write=False)
+        return await self._tx(self._kept_snapshot, query, write=False)
+
+    def _kept_snapshot(self, db: sqlite3.Connection, query: SnapshotQuery) -> Snapshot:
+        """The snapshot for ``query``: the one kept from an earlier read while nothing it holds has
+        changed since (the generation counter, read in the same transaction), else read afresh.
+        Callers share a kept snapshot, which the contract says never to change."""
+        generation = db.execute("SELECT n FROM generation").fetchone()[0]
+        if generation != self._generation:
+            self._snapshots.clear()
+            self._generation = generation
+        protocols = None if query.protocols is None else tuple(query.protocols)
+        key = (tuple(query.session_ids), tuple(query.session_refs), protocols, query.agreed_by)
+        kept = self._snapshots.get(key)
+        if kept is None:
+            kept = read_snapshot(db, query)
+            self._snapshots.put(key, kept)
+        return kept
 
     async def claim_session(self, claim: SessionClaim) -> SessionRow:
         def run(db: sqlite3.Connection) -> SessionRow:
