@@ -95,3 +95,25 @@ async def test_with_no_watcher_a_notify_rings_only_the_sessions(
     receiver, sender = pair
     await receiver.bind("S")
     assert not await woken(receiver, sender, [], within=QUIET)
+
+
+async def test_a_notify_to_hundreds_of_sessions_wakes_every_one(db_path: Path) -> None:
+    """A broadcast's notify: more rings than one socket's buffer holds unread (some 280 on Linux)."""
+    receivers = [BellNotifier(db_path) for _ in range(600)]
+    sender = BellNotifier(db_path)
+    async with anyio.create_task_group() as tg:
+        for n, receiver in enumerate(receivers):
+            await receiver.open()
+            await receiver.bind(f"S{n}")
+            tg.start_soon(receiver.listen)
+        await sender.open()
+        tickets = [receiver.ticket() for receiver in receivers]
+        sender.notify([f"S{n}" for n in range(len(receivers))])
+        with anyio.move_on_after(10):
+            for ticket in tickets:
+                await ticket.wait()
+        woke = sum(ticket.is_set() for ticket in tickets)
+        tg.cancel_scope.cancel()
+    for notifier in (sender, *receivers):
+        await notifier.close()
+    assert woke == len(receivers)

@@ -50,7 +50,8 @@ class BellNotifier:
         self._prefix = os.path.join(self._folder, "")  # as text: joining Paths costs more than a ring
         self._sock: socket.socket | None = None
         self._path: str | None = None
-        self._out: socket.socket | None = None
+        self._out: socket.socket | None = None  # rings the others' bells
+        self._rung = 0  # rings sent from ``_out``
         self._changed = anyio.Event()
         self._rebound = anyio.Event()
         self._ready = False
@@ -63,8 +64,7 @@ class BellNotifier:
         return self._prefix + _bell_name(session_id)
 
     async def open(self) -> None:
-        self._out = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._out.setblocking(False)
+        self._out = _ringer()
         try:
             self._folder.parent.mkdir(mode=0o700, exist_ok=True)
             self._folder.mkdir(mode=0o700, exist_ok=True)
@@ -119,15 +119,40 @@ class BellNotifier:
             path = self._bell(session_id)
             if path == self._path:
                 self.poke()
-            elif self._out is not None:
-                with contextlib.suppress(OSError):
-                    self._out.sendto(b"!", path)
+            else:
+                self._ring(path)
         for path in self._watcher_paths():
             if path == self._watcher_path:
                 self.poke()
-            elif self._out is not None:
-                with contextlib.suppress(OSError):
-                    self._out.sendto(b"!", path)
+            else:
+                self._ring(path)
+
+    def _ring(self, path: str) -> None:
+        """One byte to the socket at ``path``; never blocks, never fails the caller.
+
+        A datagram counts against its sender's buffer until the receiver reads it, so ringing a few
+        hundred sessions at once (a broadcast) fills one socket's (some 280 rings on Linux's default
+        208 KiB), and every ring after that would be lost. So ring on from a fresh socket: what the old
+        one sent is still delivered. A fresh socket refused too means the receiver's own queue is
+        full of rings it has not read yet, which wake it anyway.
+        """
+        if self._out is None:
+            return
+        try:
+            self._out.sendto(b"!", path)
+            self._rung += 1
+        except BlockingIOError:
+            if not self._rung:
+                return
+            try:
+                fresh = _ringer()
+            except OSError:  # out of descriptors: this ring is lost, and the receiver's timer covers it
+                return
+            self._out.close()
+            self._out, self._rung = fresh, 0
+            self._ring(path)
+        except OSError:  # nobody is bound there (any more): a session no process holds
+            pass
 
     def _watcher_paths(self) -> list[str]:
         try:
@@ -188,6 +213,12 @@ class BellNotifier:
                     while sock.recv(64):
                         pass
                 self.poke()
+
+
+def _ringer() -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    return sock
 
 
 def _sweep(folder: Path) -> None:
