@@ -97,6 +97,8 @@ class _Graph:
         self.recursive_anchors: list[int] = []
 
     def build(self, schema: dict[str, Any], draft: Any) -> None:
+        # Long on purpose: one walk over the schema without recursion (hostile schemas nest deep);
+        # each node's references, anchors and subschemas are handled where the walk holds its resolver.
         spec = referencing.jsonschema.specification_with(draft.ID_OF(draft.META_SCHEMA))
         root = spec.create_resource(schema)
         registry = Registry().with_resource(root.id() or "", root).crawl()

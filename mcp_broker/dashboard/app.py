@@ -234,6 +234,8 @@ def build_app(source: Source, config: DashboardConfig, closing: anyio.Event | No
     """
     if not config.token:
         raise ValueError("the dashboard needs a token")
+    # Long on purpose: every route is a closure over the source and the token, declared where the
+    # routing table below lists them, so the whole surface the browser sees reads in one place.
     index_html = (STATIC / "index.html").read_text(encoding="utf-8")
 
     def api(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awaitable[Response]]:

@@ -126,6 +126,8 @@ class Inbox:
         """Lease waiting messages, waiting up to ``wait_seconds`` for some. ``ack`` (the ids of the previous
         batch) is acked first, exactly as ``ack`` would; if it names an unknown id nothing is acked and
         nothing is leased."""
+        # Long on purpose: checks, the ack, then the lease-or-wait loop with its wake-up ticket; the
+        # order of those steps is what keeps a ring between the look and the wait from being missed.
         me = self.binding.require()
         check_range(max_messages, 1, MAX_MESSAGES, "max_messages")
         check_wait(wait_seconds, "wait_seconds")

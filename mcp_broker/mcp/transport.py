@@ -234,6 +234,8 @@ async def _serve(
     max_line_bytes: int,
     after_first_answer: Callable[[], None] | None,
 ) -> None:
+    # Long on purpose: the reader and the writer share the in-flight set and the streams they
+    # hand frames through; as closures they keep that state between the two of them alone.
     to_server, from_reader = context_streams(SessionMessage | Exception)
     to_wire, from_server = context_streams(SessionMessage)
     # Error replies share the server's write stream, so one writer orders all frames;

@@ -216,6 +216,8 @@ class Queue(StoreBase):
         Expired messages, and leases that ran out on their last allowed attempt, are dead-lettered on
         the way instead of handed out.
         """
+        # Long on purpose: one transaction (dead-letter what is due, pick, lease, log) and the read
+        # that spares it when the inbox is empty, which must run as one job on the connection.
 
         def run(db: sqlite3.Connection) -> list[InboxRow]:
             held = db.execute(
